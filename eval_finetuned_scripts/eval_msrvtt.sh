@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Evaluate a fine-tuned msrvtt checkpoint (INIT_MODEL).
+# Hyperparameters: InternVideo's published scripts (eval_finetuned_scripts/run_kc4_*_infer.sh); see ../README.md.
+# MODEL=internvideo-l14 (default): InternVideo ViT-L/14 video encoder (--clip_evl).
+# MODEL=clip-b: plain CLIP4Clip tower (ViT-B/32, meanP), as the CLIP4Clip baselines.
+# Environment: DATA_DIR (default data/MSR-VTT), VIDEO_DIR (default $DATA_DIR/videos),
+#   OUTPUT_DIR, CLIP_NAME (released name or .pt path), PRETRAINED_PATH (InternVideo checkpoint),
+#   NPROC (default: all visible GPUs, else 1), DRY_RUN=1 prints the command. Extra arguments are passed on.
+source "$(dirname "$0")/../scripts/launch_retrieval.sh"
+DATA_DIR="${DATA_DIR:-data/MSR-VTT}"
+VIDEO_DIR="${VIDEO_DIR:-$DATA_DIR/videos}"
+MODEL="${MODEL:-internvideo-l14}"
+require_file "$DATA_DIR/anns/MSRVTT_data.json" "msrvtt annotations"
+require_file "${INIT_MODEL:-}" "fine-tuned checkpoint (INIT_MODEL)"
+case "$MODEL" in
+  internvideo-l14) MODEL_ARGS=(--clip_evl --pretrained_clip_name "${CLIP_NAME:-ViT-L/14}" --max_words 77 --max_frames 12 --batch_size_val 16) ;;
+  clip-b) MODEL_ARGS=(--pretrained_clip_name "${CLIP_NAME:-ViT-B/32}" --max_words 32 --max_frames 12 --batch_size_val 128) ;;
+  *) echo "error: MODEL must be internvideo-l14 or clip-b, got $MODEL" >&2; exit 2 ;;
+esac
+launch --do_eval --datatype msrvtt --train_csv "$DATA_DIR/anns/MSRVTT_train.9k.csv" --val_csv "$DATA_DIR/anns/MSRVTT_JSFUSION_test.csv" --data_path "$DATA_DIR/anns/MSRVTT_data.json" --features_path "$VIDEO_DIR" \
+  --output_dir "${OUTPUT_DIR:-output/ev_msrvtt_$MODEL}" --init_model "${INIT_MODEL:-}" \
+  --sim_header meanP --loose_type --linear_patch 2d --feature_framerate 1 --slice_framepos 2 \
+  --num_thread_reader "${NUM_WORKERS:-4}" "${MODEL_ARGS[@]}" "$@"
