@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import ftfy
 import numpy as np
@@ -109,7 +109,7 @@ class SimpleTokenizer:
         occurrence of the chosen pair, scanning left to right."""
         ranks = self.bpe_ranks
         while len(symbols) > 1:
-            pair_ranks = [ranks.get(p) for p in zip(symbols, symbols[1:])]
+            pair_ranks = [ranks.get(p) for p in zip(symbols, symbols[1:], strict=False)]
             known = [r for r in pair_ranks if r is not None]
             if not known:
                 break
