@@ -1,0 +1,85 @@
+"""ActivityNet Captions, paragraph-to-video retrieval.
+
+Files in ``--data_path``: ``train_ids.json`` / ``val_ids.json`` (JSON lists of ids
+``v_<youtube id>``) and ``train.json`` / ``val_1.json`` (JSON objects id -> ``duration``,
+``timestamps``, ``sentences``). Follows CLIP4Clip / InternVideo:
+
+- one item per video; its caption is the paragraph of all its sentences joined with a
+  space (each sentence stripped first; the tokenizer would collapse the spaces anyway);
+- the whole video is used (CLIP4Clip reads [0, ceil(duration)] s, i.e. the whole file;
+  ``timestamps`` are ignored), so ``start``/``end`` are None;
+- train = train_ids + train.json; val and test = val_ids + val_1.json (the published test
+  set; there is no separate test split);
+- videos are found by walking ``--features_path`` by stem, accepting both ``v_<id>.*``
+  (InternVideo's ``<split>/v_<id>.mp4``) and ``<id>.*`` (CLIP4Clip's naming).
+
+Differences: ids listed without an entry in the captions JSON (9 in the real val_ids) are
+skipped with a logged count, where the published loaders skip silently; a missing video is an
+error unless ``--allow_missing_videos`` (CLIP4Clip dropped them silently); an entry without
+``sentences`` or with an empty paragraph is an :class:`AnnotationError` naming the id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dataloaders.base import (
+    AnnotationError,
+    RetrievalSplit,
+    VideoGroup,
+    allow_missing_videos,
+    check_subset,
+    clean_caption,
+    finalize_split,
+    get_key,
+    load_json,
+    require_path,
+    video_index,
+    warn_uncaptioned,
+)
+
+ID_FILES = {"train": "train_ids.json", "val": "val_ids.json", "test": "val_ids.json"}
+CAPTION_FILES = {"train": "train.json", "val": "val_1.json", "test": "val_1.json"}
+PREFIX = "v_"
+
+
+def read_ids(path: Path) -> list[str]:
+    data = load_json(path, "ActivityNet id list")
+    if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+        raise AnnotationError(f"{path}: expected a JSON list of video ids (strings)")
+    return list(dict.fromkeys(data))
+
+
+def paragraph(entry: Any, path: Path, vid: str) -> str:
+    sentences = get_key(entry, "sentences", path, f"key '{vid}'")
+    if not isinstance(sentences, list):
+        raise AnnotationError(f"{path}: key '{vid}': 'sentences' should be a list")
+    parts = [s.strip() for s in sentences if isinstance(s, str)]
+    if len(parts) != len(sentences):
+        raise AnnotationError(f"{path}: key '{vid}': every sentence should be a string")
+    return clean_caption(" ".join(p for p in parts if p), path, f"key '{vid}'")
+
+
+def bare_id(pseudo_id: str) -> str:
+    return pseudo_id[len(PREFIX):] if pseudo_id.startswith(PREFIX) else pseudo_id
+
+
+def load_split(args: Any, subset: str) -> RetrievalSplit:
+    check_subset(subset)
+    root = require_path(args, "data_path")
+    ids = read_ids(root / ID_FILES[subset])
+    cap_path = root / CAPTION_FILES[subset]
+    data = load_json(cap_path, "ActivityNet captions")
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{cap_path}: expected a JSON object id -> annotation")
+    warn_uncaptioned(f"activity {subset}", [v for v in ids if v not in data], cap_path)
+    features = require_path(args, "features_path")
+    index = video_index(features)
+    groups = [
+        VideoGroup(v, index.find(v, bare_id(v)), [paragraph(data[v], cap_path, v)])
+        for v in ids
+        if v in data
+    ]
+    return finalize_split(f"activity {subset}", groups, allow_missing=allow_missing_videos(args),
+                          searched=f"{features} (walked, stem v_<id> or <id>)")

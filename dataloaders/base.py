@@ -1,0 +1,568 @@
+"""The shared dataset layer: parsed splits, video lookup, and text/video -> tensors.
+
+A dataset module (``msrvtt.py`` ...) only parses annotation files into a
+:class:`RetrievalSplit`: a list of unique videos, a list of captions, and for every caption
+the index of its video. Everything else lives here:
+
+- finding video files (a one-pass index of a folder tree, cached per root) and the
+  missing-video policy (one clear error, or ``--allow_missing_videos`` to drop and log);
+- annotation-reading helpers that raise :class:`AnnotationError` naming the file and the
+  row or key;
+- the torch datasets: :class:`TrainPairDataset` (caption/video pairs for training),
+  :class:`TextDataset` and :class:`VideoDataset` (evaluation: every caption once, every
+  video decoded once; CLIP4Clip decoded a video again for each of its captions).
+
+Multi-caption bookkeeping follows CLIP4Clip's loaders: ``cut_off_points`` holds, for each
+video, the number of captions up to and including that video's (CLIP4Clip's eval loop uses
+``cut_off_points - 1`` as the last caption of each video); ``sentence_num`` and
+``video_num`` are the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+SUBSETS = ("train", "val", "test")
+# Preferred extensions when one stem has several files (e.g. ``x.mp4`` and ``x.webm``).
+VIDEO_EXTENSIONS = (
+    ".mp4", ".avi", ".webm", ".mkv", ".m4v", ".mov", ".mpg", ".mpeg", ".3gp", ".3gpp",
+    ".wmv", ".flv", ".mts", ".m2ts", ".ts", ".ogv", ".dv", ".vob",
+)
+MAX_IDS_IN_MESSAGE = 10
+MAX_REPLACEMENT_ATTEMPTS = 10
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file; the message names the file and the row or key."""
+
+
+class MissingVideosError(FileNotFoundError):
+    """Videos referenced by the annotations are not on disk (message: count, first ids)."""
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclass
+class VideoItem:
+    """One video (or clip of a video) to encode. ``start``/``end`` in seconds; None = bound of the file."""
+
+    video_id: str
+    path: Path
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass
+class RetrievalSplit:
+    """A parsed split: unique videos, captions, and ``caption_video[i]`` = video of caption i.
+
+    ``sample_unit`` says what one training item is: ``"caption"`` (one item per caption,
+    the usual case) or ``"video"`` (one item per video with a caption drawn at random each
+    time; MSR-VTT training without ``--expand_msrvtt_sentences``, as CLIP4Clip does).
+    Evaluation ignores it.
+    """
+
+    name: str
+    videos: list[VideoItem]
+    captions: list[str]
+    caption_video: np.ndarray
+    sample_unit: str = "caption"
+    _by_video: list[np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.caption_video = np.asarray(self.caption_video, dtype=np.int64).reshape(-1)
+        if len(self.caption_video) != len(self.captions):
+            raise ValueError(
+                f"{self.name}: {len(self.captions)} captions but {len(self.caption_video)} caption_video entries"
+            )
+        if len(self.caption_video) and (self.caption_video.min() < 0 or self.caption_video.max() >= len(self.videos)):
+            raise ValueError(f"{self.name}: caption_video holds indices outside [0, {len(self.videos)})")
+        if self.sample_unit not in ("caption", "video"):
+            raise ValueError(f"{self.name}: sample_unit must be 'caption' or 'video', got {self.sample_unit!r}")
+
+    @property
+    def video_ids(self) -> list[str]:
+        return [v.video_id for v in self.videos]
+
+    @property
+    def video_num(self) -> int:
+        return len(self.videos)
+
+    @property
+    def sentence_num(self) -> int:
+        return len(self.captions)
+
+    @property
+    def captions_per_video(self) -> np.ndarray:
+        return np.bincount(self.caption_video, minlength=len(self.videos))
+
+    @property
+    def multi_sentence_per_video(self) -> bool:
+        """True unless every video has exactly one caption (then eval is 1:1)."""
+        return bool(np.any(self.captions_per_video != 1))
+
+    @property
+    def is_grouped(self) -> bool:
+        """Captions of each video are contiguous and videos appear in order."""
+        return bool(np.all(np.diff(self.caption_video) >= 0))
+
+    @property
+    def cut_off_points(self) -> list[int]:
+        """CLIP4Clip's ``cut_off_points``: cumulative caption count after each video."""
+        if not self.is_grouped:
+            raise ValueError(f"{self.name}: captions are not grouped by video; cut_off_points undefined")
+        return np.cumsum(self.captions_per_video).tolist()
+
+    def captions_of(self, video_index: int) -> np.ndarray:
+        """Indices of the captions of one video."""
+        if self._by_video is None:
+            order = np.argsort(self.caption_video, kind="stable")
+            bounds = np.cumsum(self.captions_per_video)[:-1]
+            self._by_video = np.split(order, bounds) if len(self.videos) else []
+        return self._by_video[video_index]
+
+
+@dataclass
+class VideoGroup:
+    """A video as a dataset module found it, before the missing-video check.
+
+    ``path`` is None when the lookup found no file.
+    """
+
+    video_id: str
+    path: Path | None
+    captions: list[str]
+    start: float | None = None
+    end: float | None = None
+
+
+def allow_missing_videos(args: Any) -> bool:
+    return bool(getattr(args, "allow_missing_videos", False))
+
+
+def finalize_split(
+    name: str,
+    groups: Sequence[VideoGroup],
+    *,
+    allow_missing: bool,
+    searched: str,
+    sample_unit: str = "caption",
+) -> RetrievalSplit:
+    """Check every video exists, then build the split (captions grouped by video, in order).
+
+    Missing videos raise one :class:`MissingVideosError` with their count and first ids,
+    or with ``allow_missing`` are dropped together with their captions and the count is
+    logged. ``searched`` says where videos were looked for (for the message).
+    """
+    missing = [g for g in groups if g.path is None or not g.path.is_file()]
+    if missing:
+        ids = ", ".join(g.video_id for g in missing[:MAX_IDS_IN_MESSAGE])
+        more = " ..." if len(missing) > MAX_IDS_IN_MESSAGE else ""
+        summary = f"{name}: {len(missing)} of {len(groups)} videos not found in {searched} (first: {ids}{more})"
+        if not allow_missing:
+            raise MissingVideosError(summary + "; pass --allow_missing_videos to drop them and their captions")
+        dropped_captions = sum(len(g.captions) for g in missing)
+        logger.warning("%s; dropped with their %d captions (--allow_missing_videos)", summary, dropped_captions)
+        missing_ids = {id(g) for g in missing}
+        groups = [g for g in groups if id(g) not in missing_ids]
+    return build_split(name, groups, sample_unit=sample_unit)
+
+
+def build_split(name: str, groups: Sequence[VideoGroup], *, sample_unit: str = "caption") -> RetrievalSplit:
+    videos: list[VideoItem] = []
+    captions: list[str] = []
+    caption_video: list[int] = []
+    for g in groups:
+        if g.path is None:
+            raise ValueError(f"{name}: video {g.video_id} has no path")
+        caption_video.extend([len(videos)] * len(g.captions))
+        captions.extend(g.captions)
+        videos.append(VideoItem(g.video_id, g.path, g.start, g.end))
+    split = RetrievalSplit(name, videos, captions, np.asarray(caption_video, dtype=np.int64), sample_unit)
+    logger.info("%s: %d videos, %d captions", name, split.video_num, split.sentence_num)
+    return split
+
+
+def warn_uncaptioned(name: str, ids: Sequence[str], source: Path | str) -> None:
+    """Ids listed in a split file that have no annotation are skipped, but never silently."""
+    if ids:
+        first = ", ".join(ids[:MAX_IDS_IN_MESSAGE])
+        more = " ..." if len(ids) > MAX_IDS_IN_MESSAGE else ""
+        logger.warning("%s: %d listed videos have no captions in %s and are skipped (first: %s%s)",
+                       name, len(ids), source, first, more)
+
+
+def check_subset(subset: str) -> None:
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+
+
+# --------------------------------------------------------------------------- video lookup
+
+
+class VideoIndex:
+    """Files under a root, looked up by stem or by full name (one ``os.walk`` pass).
+
+    When one stem names several files the one with the most preferred extension
+    (:data:`VIDEO_EXTENSIONS` order, unknown extensions last) wins, then the shortest path.
+    Hidden files are ignored. Symbolic links to folders are followed.
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._by_stem: dict[str, list[Path]] = {}
+        self._by_name: dict[str, list[Path]] = {}
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in filenames:
+                if fname.startswith("."):
+                    continue
+                path = Path(dirpath, fname)
+                stem, _ = os.path.splitext(fname)
+                self._by_stem.setdefault(stem, []).append(path)
+                self._by_name.setdefault(fname, []).append(path)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_name.values())
+
+    @staticmethod
+    def _best(paths: list[Path] | None) -> Path | None:
+        if not paths:
+            return None
+
+        def rank(p: Path) -> tuple[int, int, str]:
+            ext = p.suffix.lower()
+            pref = VIDEO_EXTENSIONS.index(ext) if ext in VIDEO_EXTENSIONS else len(VIDEO_EXTENSIONS)
+            return pref, len(p.parts), str(p)
+
+        return min(paths, key=rank)
+
+    def by_stem(self, stem: str) -> Path | None:
+        return self._best(self._by_stem.get(stem))
+
+    def by_name(self, name: str) -> Path | None:
+        return self._best(self._by_name.get(name))
+
+    def find(self, *keys: str) -> Path | None:
+        """First hit over ``keys``, each tried as a full file name, then as a stem."""
+        for key in keys:
+            hit = self.by_name(key) or self.by_stem(key)
+            if hit is not None:
+                return hit
+        return None
+
+
+_INDEX_CACHE: dict[str, VideoIndex] = {}
+_INDEX_LOCK = threading.Lock()
+
+
+def video_index(root: Path | str) -> VideoIndex:
+    """The :class:`VideoIndex` of ``root``, built once per process and root.
+
+    Files added after the first call are not seen; call :func:`clear_video_index_cache`.
+    """
+    key = os.path.realpath(os.fspath(root))
+    with _INDEX_LOCK:
+        index = _INDEX_CACHE.get(key)
+        if index is None:
+            index = VideoIndex(root)
+            _INDEX_CACHE[key] = index
+            logger.info("indexed %d files under %s", len(index), root)
+        return index
+
+
+def clear_video_index_cache() -> None:
+    with _INDEX_LOCK:
+        _INDEX_CACHE.clear()
+
+
+def first_existing(*paths: Path) -> Path | None:
+    for p in paths:
+        if p.is_file():
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------- annotation helpers
+
+
+def require_path(args: Any, name: str) -> Path:
+    value = getattr(args, name, None)
+    if value in (None, ""):
+        raise ValueError(f"--{name} is required for this dataset")
+    return Path(value)
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def load_json(path: Path, what: str) -> Any:
+    require_file(path, what)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_id_list(path: Path, what: str) -> list[str]:
+    """One id per line; blank lines skipped; duplicates kept once (first position)."""
+    require_file(path, what)
+    ids: list[str] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            vid = line.strip()
+            if vid and vid not in seen:
+                seen.add(vid)
+                ids.append(vid)
+    return ids
+
+
+def get_key(obj: Any, key: str, path: Path, where: str) -> Any:
+    """``obj[key]``, or an AnnotationError naming the file, the entry and the key."""
+    if not isinstance(obj, dict):
+        raise AnnotationError(f"{path}: {where} should be a JSON object, got {type(obj).__name__}")
+    if key not in obj:
+        raise AnnotationError(f"{path}: {where} has no key '{key}'")
+    return obj[key]
+
+
+def clean_caption(text: Any, path: Path, where: str) -> str:
+    """A non-empty caption string, or an AnnotationError naming the file and entry."""
+    if not isinstance(text, str):
+        raise AnnotationError(f"{path}: {where}: caption should be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise AnnotationError(f"{path}: {where}: empty caption")
+    return text
+
+
+def group_in_order(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(video_id, caption) pairs -> captions per video, videos in first-appearance order."""
+    out: dict[str, list[str]] = {}
+    for vid, cap in pairs:
+        out.setdefault(vid, []).append(cap)
+    return out
+
+
+# --------------------------------------------------------------------------- torch datasets
+
+
+def _text_tensors(tokenizer: Any, text: str, max_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from modules.tokenization_clip import tokenize_caption
+
+    ids, mask = tokenize_caption(tokenizer, text, max_words)
+    return torch.as_tensor(ids, dtype=torch.int64), torch.as_tensor(mask, dtype=torch.int64)
+
+
+def _default_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer is not None:
+        return tokenizer
+    from modules.tokenization_clip import get_tokenizer
+
+    return get_tokenizer()
+
+
+def _default_reader(reader: Callable | None) -> Callable:
+    if reader is not None:
+        return reader
+    from dataloaders.video_reader import read_clip
+
+    return read_clip
+
+
+def _decode_error_type() -> type[Exception]:
+    from dataloaders.video_reader import VideoDecodeError
+
+    return VideoDecodeError
+
+
+def _video_tensors(reader: Callable, item: VideoItem, sampling: Any, rng: np.random.Generator):
+    video, mask = reader(item.path, start=item.start, end=item.end, sampling=sampling, rng=rng)
+    return torch.as_tensor(video, dtype=torch.float32), torch.as_tensor(mask, dtype=torch.int64)
+
+
+class TrainPairDataset(Dataset):
+    """Training pairs: item i -> one caption and its video as tensors.
+
+    Items are indexed by *pair*: with ``split.sample_unit == "caption"`` pair i is caption
+    i; with ``"video"`` pair i is video i with one of its captions drawn at random each
+    time (torch's global generator, which DataLoader seeds per worker: CLIP4Clip's MSR-VTT
+    behaviour without ``--expand_msrvtt_sentences``). ``pair_video_ids``,
+    ``pair_video_index`` and ``pair_captions`` describe every pair so a batch sampler can
+    group pairs (e.g. the synthetic benchmark's "twin" hard negatives).
+
+    Decode failures: by default a :class:`~dataloaders.video_reader.VideoDecodeError`
+    propagates. With ``skip_bad_videos=True`` the pair is replaced by another one, chosen
+    deterministically by ``numpy.random.default_rng((seed, index, attempt))``, up to
+    ``MAX_REPLACEMENT_ATTEMPTS`` tries. The item's ``replaced`` entry counts the failed
+    decodes behind it (0 normally), so the training loop can sum ``batch["replaced"]`` over
+    an epoch: this works with any number of DataLoader workers, unlike a counter on the
+    dataset object (``num_replaced`` below only sees the calling process's work).
+
+    Item: ``input_ids``, ``input_mask`` int64 [max_words]; ``video`` float32
+    [max_frames, 3, S, S]; ``video_mask`` int64 [max_frames]; ``video_index`` (into
+    ``split.videos``), ``index`` (the pair actually returned), ``replaced``: int64 scalars.
+    """
+
+    def __init__(
+        self,
+        split: RetrievalSplit,
+        tokenizer: Any,
+        sampling: Any,
+        max_words: int,
+        *,
+        skip_bad_videos: bool = False,
+        seed: int = 0,
+        reader: Callable | None = None,
+    ):
+        if split.sentence_num == 0:
+            raise ValueError(f"{split.name}: no training pairs")
+        self.split = split
+        self.tokenizer = _default_tokenizer(tokenizer)
+        self.sampling = sampling
+        self.max_words = max_words
+        self.skip_bad_videos = skip_bad_videos
+        self.seed = seed
+        self.reader = _default_reader(reader)
+        self.num_replaced = 0
+        if split.sample_unit == "video":
+            counts = split.captions_per_video
+            if np.any(counts == 0):
+                raise ValueError(f"{split.name}: video {split.video_ids[int(np.argmin(counts))]} has no caption")
+            self.pair_video_index = np.arange(split.video_num, dtype=np.int64)
+        else:
+            self.pair_video_index = split.caption_video.copy()
+
+    def __len__(self) -> int:
+        return len(self.pair_video_index)
+
+    @property
+    def pair_video_ids(self) -> list[str]:
+        ids = self.split.video_ids
+        return [ids[i] for i in self.pair_video_index]
+
+    @property
+    def pair_captions(self) -> list[list[str]]:
+        """The caption(s) pair i may use: one, or all of its video's in "video" mode."""
+        caps = self.split.captions
+        if self.split.sample_unit == "caption":
+            return [[c] for c in caps]
+        return [[caps[j] for j in self.split.captions_of(v)] for v in range(self.split.video_num)]
+
+    def _caption(self, index: int) -> str:
+        if self.split.sample_unit == "caption":
+            return self.split.captions[index]
+        options = self.split.captions_of(index)
+        pick = int(torch.randint(len(options), ()).item()) if len(options) > 1 else 0
+        return self.split.captions[options[pick]]
+
+    def _load(self, index: int) -> dict[str, torch.Tensor]:
+        vidx = int(self.pair_video_index[index])
+        item = self.split.videos[vidx]
+        # A fresh per-call seed keeps frame_order=2 (shuffle) random across epochs.
+        rng = np.random.default_rng(int(torch.randint(2**62, ()).item()))
+        video, video_mask = _video_tensors(self.reader, item, self.sampling, rng)
+        input_ids, input_mask = _text_tensors(self.tokenizer, self._caption(index), self.max_words)
+        return {
+            "input_ids": input_ids,
+            "input_mask": input_mask,
+            "video": video,
+            "video_mask": video_mask,
+            "video_index": torch.tensor(vidx, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def replacement_index(self, index: int, attempt: int) -> int:
+        """The pair that stands in for ``index`` after its ``attempt``-th failure (never itself)."""
+        n = len(self)
+        if n < 2:
+            raise RuntimeError(f"{self.split.name}: cannot replace a bad video in a one-pair dataset")
+        rng = np.random.default_rng((self.seed, index, attempt))
+        j = int(rng.integers(n - 1))
+        return j if j < index else j + 1
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        decode_error = _decode_error_type()
+        current, failures = int(index), 0
+        while True:
+            try:
+                out = self._load(current)
+            except decode_error as e:
+                if not self.skip_bad_videos:
+                    raise
+                failures += 1
+                self.num_replaced += 1
+                logger.warning("skipping undecodable video (pair %d): %s", current, e)
+                if failures > MAX_REPLACEMENT_ATTEMPTS:
+                    raise RuntimeError(
+                        f"{self.split.name}: {failures} undecodable videos in a row while replacing pair {index}"
+                    ) from e
+                current = self.replacement_index(int(index), failures)
+                continue
+            out["replaced"] = torch.tensor(failures, dtype=torch.int64)
+            return out
+
+
+class TextDataset(Dataset):
+    """Every caption of a split once: ``input_ids``, ``input_mask`` [max_words], ``index``, ``video_index``."""
+
+    def __init__(self, split: RetrievalSplit, tokenizer: Any, max_words: int):
+        self.split = split
+        self.tokenizer = _default_tokenizer(tokenizer)
+        self.max_words = max_words
+
+    def __len__(self) -> int:
+        return self.split.sentence_num
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        input_ids, input_mask = _text_tensors(self.tokenizer, self.split.captions[index], self.max_words)
+        return {
+            "input_ids": input_ids,
+            "input_mask": input_mask,
+            "index": torch.tensor(index, dtype=torch.int64),
+            "video_index": torch.tensor(int(self.split.caption_video[index]), dtype=torch.int64),
+        }
+
+
+class VideoDataset(Dataset):
+    """Every video of a split once: ``video`` [max_frames, 3, S, S], ``video_mask``, ``index``.
+
+    Never skips: a decode failure raises, since a dropped video would silently change the
+    metric. ``frame_order=2`` shuffles with a generator seeded by ``(seed, index)``, so
+    evaluation is reproducible.
+    """
+
+    def __init__(self, split: RetrievalSplit, sampling: Any, *, seed: int = 0, reader: Callable | None = None):
+        self.split = split
+        self.sampling = sampling
+        self.seed = seed
+        self.reader = _default_reader(reader)
+
+    def __len__(self) -> int:
+        return self.split.video_num
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, index))
+        video, video_mask = _video_tensors(self.reader, self.split.videos[index], self.sampling, rng)
+        return {"video": video, "video_mask": video_mask, "index": torch.tensor(index, dtype=torch.int64)}

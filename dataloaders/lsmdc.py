@@ -1,0 +1,89 @@
+"""LSMDC: tab-separated annotation files in ``--data_path``; videos found by walking ``--features_path``.
+
+Files: ``LSMDC16_annos_training.csv`` (train), ``LSMDC16_annos_val.csv`` (val),
+``LSMDC16_challenge_1000_publictect.csv`` (test; the typo is the official name). No header;
+6 fields per line: clip id, start aligned, end aligned, start extracted, end extracted,
+sentence. The time columns are not used: each clip is its own file, read whole. A clip id
+can repeat in train (several sentences); the public test has 1,000 distinct clips (1:1).
+Videos are looked up by file stem anywhere under ``--features_path`` (the release nests
+them as ``<movie>/<clip_id>.avi``).
+
+Follows CLIP4Clip. Deliberate differences:
+
+- InternVideo's train loader drops the unique clip ids at positions 58200-58299 (first
+  appearance order) with no explanation, probably clips that were broken on the authors'
+  storage. We do not: missing clips are reported (``--allow_missing_videos`` drops them) and
+  undecodable ones are handled by ``--skip_bad_videos``. Set ``args.lsmdc_internvideo_train_slice``
+  (read with getattr, default False) to reproduce the slice for a parity run.
+- CLIP4Clip silently drops sentences whose clip is not on disk; here that is an error
+  unless ``--allow_missing_videos``, which drops them and logs the count.
+- A repeated clip id gives one video with several captions, not a duplicated video column
+  at evaluation.
+- Fully blank lines are skipped; any other line without exactly 6 fields, or with an empty
+  sentence, is an :class:`AnnotationError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dataloaders.base import (
+    AnnotationError,
+    RetrievalSplit,
+    VideoGroup,
+    allow_missing_videos,
+    check_subset,
+    clean_caption,
+    finalize_split,
+    require_file,
+    require_path,
+    video_index,
+)
+
+FILES = {
+    "train": "LSMDC16_annos_training.csv",
+    "val": "LSMDC16_annos_val.csv",
+    "test": "LSMDC16_challenge_1000_publictect.csv",
+}
+NUM_FIELDS = 6
+# InternVideo's unexplained train slice: video_id_list[:58200] + video_id_list[58300:].
+INTERNVIDEO_DROPPED_TRAIN_RANGE = (58200, 58300)
+
+
+def read_annotations(path: Path) -> list[tuple[str, str]]:
+    """(clip id, sentence) per line, in file order."""
+    require_file(path, "LSMDC annotation file")
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != NUM_FIELDS:
+                raise AnnotationError(
+                    f"{path}: line {line_no}: expected {NUM_FIELDS} tab-separated fields, got {len(fields)}"
+                )
+            clip_id = fields[0].strip()
+            if not clip_id:
+                raise AnnotationError(f"{path}: line {line_no}: empty clip id")
+            pairs.append((clip_id, clean_caption(fields[-1], path, f"line {line_no}")))
+    return pairs
+
+
+def load_split(args: Any, subset: str) -> RetrievalSplit:
+    check_subset(subset)
+    path = require_path(args, "data_path") / FILES[subset]
+    captions: dict[str, list[str]] = {}
+    for clip_id, sentence in read_annotations(path):
+        captions.setdefault(clip_id, []).append(sentence)
+    clip_ids = list(captions)
+    if subset == "train" and getattr(args, "lsmdc_internvideo_train_slice", False):
+        lo, hi = INTERNVIDEO_DROPPED_TRAIN_RANGE
+        clip_ids = clip_ids[:lo] + clip_ids[hi:]
+    features = require_path(args, "features_path")
+    index = video_index(features)
+    groups = [VideoGroup(c, index.find(c), captions[c]) for c in clip_ids]
+    return finalize_split(f"lsmdc {subset}", groups, allow_missing=allow_missing_videos(args),
+                          searched=f"{features} (walked, by file stem)")

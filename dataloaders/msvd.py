@@ -1,0 +1,77 @@
+"""MSVD: ``raw-captions.pkl`` + ``{train,val,test}_list.txt`` in ``--data_path``.
+
+Follows CLIP4Clip: ``raw-captions.pkl`` maps a video id to its captions, each a list of
+word tokens joined with spaces; one item per (video, caption) pair in every subset, so the
+test set has several captions per video (multi-caption evaluation, ``cut_off_points``).
+Videos are found by walking ``--features_path`` by file stem (MSVD ships ``<id>.avi``).
+
+Differences: a listed id absent from the pickle is skipped with a warning (CLIP4Clip
+asserts); a caption that is empty or not a word list/string is an :class:`AnnotationError`
+naming the id; missing videos fail at construction (or are dropped and counted with
+``--allow_missing_videos``) instead of a KeyError at the first batch.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from dataloaders.base import (
+    AnnotationError,
+    RetrievalSplit,
+    VideoGroup,
+    allow_missing_videos,
+    check_subset,
+    clean_caption,
+    finalize_split,
+    read_id_list,
+    require_file,
+    require_path,
+    video_index,
+    warn_uncaptioned,
+)
+
+CAPTION_FILE = "raw-captions.pkl"
+
+
+def read_raw_captions(path: Path) -> dict[str, Any]:
+    require_file(path, "MSVD captions")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as e:
+        raise AnnotationError(f"{path}: cannot unpickle ({e})") from e
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: expected a dict video_id -> captions, got {type(data).__name__}")
+    return data
+
+
+def join_caption(cap: Any, path: Path, where: str) -> str:
+    """A caption stored as a list of words (or, leniently, a string)."""
+    if isinstance(cap, (list, tuple)):
+        if not all(isinstance(w, str) for w in cap):
+            raise AnnotationError(f"{path}: {where}: caption words should be strings")
+        cap = " ".join(cap)
+    return clean_caption(cap, path, where)
+
+
+def captions_of(data: dict[str, Any], vid: str, path: Path) -> list[str]:
+    caps = data[vid]
+    if not isinstance(caps, (list, tuple)) or not caps:
+        raise AnnotationError(f"{path}: key '{vid}': expected a non-empty list of captions")
+    return [join_caption(c, path, f"key '{vid}' caption {i}") for i, c in enumerate(caps)]
+
+
+def load_split(args: Any, subset: str) -> RetrievalSplit:
+    check_subset(subset)
+    root = require_path(args, "data_path")
+    ids = read_id_list(root / f"{subset}_list.txt", f"MSVD {subset} list")
+    cap_path = root / CAPTION_FILE
+    data = read_raw_captions(cap_path)
+    warn_uncaptioned(f"msvd {subset}", [v for v in ids if v not in data], cap_path)
+    features = require_path(args, "features_path")
+    index = video_index(features)
+    groups = [VideoGroup(v, index.find(v), captions_of(data, v, cap_path)) for v in ids if v in data]
+    return finalize_split(f"msvd {subset}", groups, allow_missing=allow_missing_videos(args),
+                          searched=f"{features} (walked, by file stem)")
