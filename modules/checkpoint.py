@@ -1,0 +1,658 @@
+"""Our checkpoints: safetensors weights, a JSON sidecar, a weights-only training state.
+
+Layout under ``<output_dir>/checkpoints/``::
+
+    epoch_3/model.safetensors    model.state_dict() (DDP/compile wrappers unwrapped)
+    epoch_3/training_state.pt    optimizer, scheduler, GradScaler, epoch, step, sampler epoch,
+                                 RNG states; torch.save of plain containers + tensors only, so it
+                                 loads with torch.load(weights_only=True)
+    epoch_3/meta.json            args, epoch, step, metrics per split, git commit, versions, and
+                                 size + SHA-256 of the two files above; written LAST, so a folder
+                                 without meta.json is incomplete
+    best/model.safetensors       hard links (copies where links are impossible) of the best
+    best/meta.json               checkpoint's files, so pruning old epochs never loses it
+    best.json                    which checkpoint is best, its score, and the split it was selected on
+
+Every file is written under a temporary name in the same folder, fsynced, then ``os.replace``d
+over the final name (and the folder fsynced), so a crash leaves either the old or the new file,
+never a partial one. Re-saving a tag over an older save replaces the files one by one; if a crash
+hits in between, the checksums in meta.json no longer match and loading says so.
+
+Call the save functions on rank 0 only. ``load_model_weights`` also reads CLIP4Clip and
+InternVideo ``pytorch_model.bin`` files (pickled state dicts, loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import logging
+import os
+import pickle
+import platform
+import random
+import re
+import shutil
+import subprocess
+import types
+import uuid
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file as _safetensors_load
+from safetensors.torch import save_file as _safetensors_save
+from torch import nn
+
+from modules.state_dict_utils import CheckpointError, state_dict_problems, strip_prefixes
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "training_state.pt"
+META_FILE = "meta.json"
+BEST_DIR = "best"
+BEST_POINTER = "best.json"
+FORMAT = "video-text-retrieval-checkpoint"
+FORMAT_VERSION = 1
+STATE_FORMAT = "video-text-retrieval-training-state"
+_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+_TMP_MARK = ".tmp-"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+__all__ = [
+    "CheckpointError", "LoadReport", "TrainingState", "save_checkpoint", "load_model_weights",
+    "load_training_state", "latest_checkpoint", "update_best", "read_best", "capture_rng_state",
+    "restore_rng_state", "atomic_write", "checkpoint_root", "prune_checkpoints", "read_meta",
+    "read_state_dict",
+]
+
+
+# ----------------------------------------------------------------------------- atomic files
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms that cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp_path)``, fsync, then ``os.replace`` onto ``path``; on any error the
+    temporary file is removed and whatever was at ``path`` is left untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)  # Paths, enums, devices, dtypes...
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Temporary files left by a killed process (one writer per folder: rank 0)."""
+    for tmp in folder.glob(f".*{_TMP_MARK}*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_record(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+# ----------------------------------------------------------------------------- provenance
+@functools.lru_cache(maxsize=1)
+def _git_info() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit or None, "git_dirty": bool(dirty)}
+
+
+def _args_dict(args: Any) -> dict | None:
+    if args is None:
+        return None
+    if isinstance(args, Mapping):
+        return dict(args)
+    return dict(vars(args))
+
+
+# ----------------------------------------------------------------------------- RNG
+def capture_rng_state() -> dict:
+    """This process's python, numpy (legacy global), torch CPU and current-CUDA-device RNG
+    states, as plain lists/ints/floats/tensors (weights_only-loadable).
+
+    Only the current CUDA device is captured: ``get_rng_state_all`` would create a context on
+    every visible GPU from every rank. ``np.random.Generator`` objects owned by datasets are not
+    global and are not captured."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": None,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = {"device": torch.cuda.current_device(), "state": torch.cuda.get_rng_state()}
+    return state
+
+
+def restore_rng_state(state: Mapping) -> None:
+    """Inverse of ``capture_rng_state`` (CUDA part only when CUDA is available)."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    npy = state["numpy"]
+    keys = np.asarray(npy["keys"].numpy() if isinstance(npy["keys"], torch.Tensor) else npy["keys"])
+    np.random.set_state((npy["kind"], keys.astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda is not None:
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda["state"].cpu())
+        else:
+            logger.warning("checkpoint holds a CUDA RNG state but CUDA is not available; not restored")
+
+
+# ----------------------------------------------------------------------------- weights_only check
+_PLAIN_LEAVES = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.Size,
+                 torch.dtype, torch.device)
+
+
+def _check_plain(obj: Any, where: str = "state") -> None:
+    """Raise TypeError naming the first value ``torch.load(weights_only=True)`` would refuse."""
+    if isinstance(obj, _PLAIN_LEAVES):
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} of type {type(key).__name__} is not weights_only-safe")
+            _check_plain(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_plain(value, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where}: {type(obj).__module__}.{type(obj).__name__} cannot be loaded with "
+                    "weights_only=True; convert it to tensors, lists, dicts, numbers or strings")
+
+
+# ----------------------------------------------------------------------------- save
+def checkpoint_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / CHECKPOINTS_DIR
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        inner = next((m for m in (getattr(model, "module", None), getattr(model, "_orig_mod", None))
+                      if isinstance(m, nn.Module)), None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def _tensors_for_safetensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, no shared storage (safetensors refuses aliased tensors)."""
+    out, seen = {}, set()
+    for key, value in model.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        if tensor.numel():
+            storage = tensor.untyped_storage().data_ptr()
+            if storage in seen:
+                tensor = tensor.clone()
+            else:
+                seen.add(storage)
+        out[key] = tensor
+    return out
+
+
+def _training_state(epoch: int, step: int, optimizer, scheduler, scaler, sampler_epoch,
+                    rng_states, extra) -> dict:
+    if rng_states is None:
+        rng_states = [capture_rng_state()]
+    elif isinstance(rng_states, Mapping):
+        rng_states = [dict(rng_states)]
+    state = {
+        "format": STATE_FORMAT, "format_version": FORMAT_VERSION, "epoch": int(epoch), "step": int(step),
+        "sampler_epoch": None if sampler_epoch is None else int(sampler_epoch),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "rng": list(rng_states), "extra": dict(extra or {}),
+    }
+    _check_plain(state, "training_state")
+    return state
+
+
+def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, *, epoch: int, step: int,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    scaler: Any = None, sampler_epoch: int | None = None,
+                    metrics: Mapping | None = None, metrics_split: str | None = None,
+                    args: Any = None, tag: str | None = None, keep_last: int | None = None,
+                    rng_states: Mapping | list | None = None, extra: Mapping | None = None,
+                    save_training_state: bool = True) -> Path:
+    """Write ``<output_dir>/checkpoints/<tag>/`` (tag defaults to ``epoch_<epoch>``); return it.
+
+    ``rng_states``: None captures this process; pass a list (one ``capture_rng_state()`` per
+    rank, e.g. from ``all_gather_object``) to let every rank resume its own streams.
+    ``keep_last``: keep only the newest N ``epoch_<k>`` folders (other tags and ``best/`` are
+    never pruned). ``extra``: more resumable state (plain containers only)."""
+    tag = tag or f"epoch_{int(epoch)}"
+    if "/" in tag or tag in ("", ".", "..", BEST_DIR) or _TMP_MARK in tag:
+        raise ValueError(f"invalid checkpoint tag {tag!r}")
+    folder = checkpoint_root(output_dir) / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(folder)
+    files = {}
+    tensors = _tensors_for_safetensors(_unwrap(model))
+    atomic_write(folder / MODEL_FILE, lambda tmp: _safetensors_save(tensors, str(tmp), metadata={"format": "pt"}))
+    files[MODEL_FILE] = _file_record(folder / MODEL_FILE)
+    if save_training_state:
+        state = _training_state(epoch, step, optimizer, scheduler, scaler, sampler_epoch, rng_states, extra)
+        atomic_write(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
+        files[STATE_FILE] = _file_record(folder / STATE_FILE)
+    else:
+        (folder / STATE_FILE).unlink(missing_ok=True)  # never pair new weights with an old state
+    meta = _meta(tag, epoch, step, sampler_epoch, metrics, metrics_split, args, model, files)
+    _write_json(folder / META_FILE, meta)
+    logger.info("saved checkpoint %s (epoch %d, step %d, %.1f MB)", folder, epoch, step,
+                sum(f["bytes"] for f in files.values()) / 2**20)
+    if keep_last is not None:
+        prune_checkpoints(output_dir, keep_last, protect=folder)
+    return folder
+
+
+def _meta(tag, epoch, step, sampler_epoch, metrics, metrics_split, args, model, files) -> dict:
+    inner = _unwrap(model)
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "tag": tag, "epoch": int(epoch),
+        "step": int(step), "sampler_epoch": sampler_epoch,
+        "metrics": {metrics_split or "unspecified": dict(metrics)} if metrics else {},
+        "args": _args_dict(args), "model_class": type(inner).__name__,
+        "num_parameters": sum(p.numel() for p in inner.parameters()),
+        **_git_info(), "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+    }
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int, protect: Path | None = None) -> list[Path]:
+    """Delete all but the newest ``keep_last`` complete ``epoch_<k>`` folders; return the removed."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    root = checkpoint_root(output_dir)
+    numbered = sorted((int(m.group(1)), p) for p in root.iterdir()
+                      if (m := _EPOCH_DIR.match(p.name)) and (p / META_FILE).is_file())
+    removed = []
+    for _, folder in numbered[:-keep_last]:
+        if protect is not None and folder.resolve() == Path(protect).resolve():
+            continue
+        (folder / META_FILE).unlink(missing_ok=True)  # mark incomplete first
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+        logger.info("removed old checkpoint %s (keep_last=%d)", folder, keep_last)
+    return removed
+
+
+# ----------------------------------------------------------------------------- read helpers
+def read_meta(checkpoint_dir: str | os.PathLike) -> dict:
+    path = Path(checkpoint_dir) / META_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; {path.parent} is not a complete checkpoint") from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata: {err}") from err
+
+
+def _verify_checksum(path: Path) -> None:
+    """Compare ``path`` with the SHA-256 its folder's meta.json recorded, if there is one."""
+    meta_path = path.parent / META_FILE
+    if not meta_path.is_file():
+        return
+    try:
+        record = read_meta(path.parent).get("files", {}).get(path.name)
+    except CheckpointError as err:
+        logger.warning("%s; not verifying %s", err, path)
+        return
+    if record and _sha256(path) != record.get("sha256"):
+        raise CheckpointError(f"{path}: contents do not match the SHA-256 recorded in {meta_path} "
+                              "(file changed, or an interrupted save mixed two checkpoints)")
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """Newest complete checkpoint with a training state (by step, then epoch), or None."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return None
+    best_key, best_dir = None, None
+    for folder in root.iterdir():
+        if folder.name == BEST_DIR or not (folder / META_FILE).is_file() or not (folder / STATE_FILE).is_file():
+            continue
+        try:
+            meta = read_meta(folder)
+        except CheckpointError as err:
+            logger.warning("skipping %s", err)
+            continue
+        key = (meta.get("step", -1), meta.get("epoch", -1))
+        if best_key is None or key > best_key:
+            best_key, best_dir = key, folder
+    return best_dir
+
+
+# ----------------------------------------------------------------------------- load weights
+@dataclass
+class LoadReport:
+    """What ``load_model_weights`` found (all empty after a strict load)."""
+    path: Path
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+
+def _resolve_weights_file(path: Path) -> Path:
+    if path.is_dir():
+        for name in (MODEL_FILE, "pytorch_model.bin"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: folder holds neither {MODEL_FILE} nor pytorch_model.bin")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def _sniff_format(path: Path) -> str:
+    """"safetensors" (u64 header length, then a JSON object) or "torch" (zip or pickle)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head[8:9] == b"{" and not head.startswith(b"PK"):
+        return "safetensors"
+    if zipfile.is_zipfile(path) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "torch"
+    raise CheckpointError(f"{path}: neither a safetensors file nor a torch.save file (corrupt?)")
+
+
+def read_state_dict(path: str | os.PathLike, verify: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors from our safetensors or a pickled ``pytorch_model.bin`` (weights_only=True),
+    wrapper prefixes (``module.``, ``_orig_mod.``) stripped. Errors name the file."""
+    path = _resolve_weights_file(Path(path))
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes)")
+    if verify:
+        _verify_checksum(path)
+    if _sniff_format(path) == "torch":
+        state = _torch_load(path, "a weights file")
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    else:
+        try:
+            state = _safetensors_load(str(path), device="cpu")
+        except Exception as err:  # SafetensorError, OSError, ...
+            raise CheckpointError(f"{path}: not a readable safetensors or torch weights file: {err}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
+    return strip_prefixes(state, _WRAPPER_PREFIXES)
+
+
+def _torch_load(path: Path, what: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        detail = _short_torch_error(err)
+        if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):
+            raise CheckpointError(
+                f"{path}: refused to load: it contains Python objects other than tensors and plain "
+                f"containers, which torch.load(weights_only=True) does not execute ({detail}). "
+                "Only unpickle files you trust, and convert them to a plain state dict.") from err
+        raise CheckpointError(f"{path}: not readable as {what} (corrupt or truncated?): {detail}") from err
+
+
+def _short_torch_error(err: Exception) -> str:
+    """The informative line of torch's long weights_only message (or the whole short one)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for line in lines:
+        if line.startswith(("Trying to load unsupported", "Unsupported")):
+            return line
+    return lines[-1] if lines else type(err).__name__
+
+
+def load_model_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                       verify: bool = True) -> LoadReport:
+    """Load our ``model.safetensors`` (file or checkpoint folder) or a CLIP4Clip/InternVideo
+    ``pytorch_model.bin`` into ``model``.
+
+    strict=True: one CheckpointError listing every missing, unexpected and mis-shaped key.
+    strict=False: load what matches, log and return the rest (mis-shaped keys are skipped)."""
+    target = _unwrap(model)
+    state = read_state_dict(path, verify=verify)
+    file = _resolve_weights_file(Path(path))
+    if strict:
+        problems = state_dict_problems(target, state)
+        if problems:
+            raise CheckpointError(f"{file} does not match {type(target).__name__}:\n  " + "\n  ".join(problems))
+        target.load_state_dict(state, strict=True)
+        return LoadReport(file)
+    expected = target.state_dict()
+    report = LoadReport(file, missing=sorted(set(expected) - set(state)),
+                        unexpected=sorted(set(state) - set(expected)),
+                        mismatched=sorted(k for k in set(state) & set(expected)
+                                          if state[k].shape != expected[k].shape))
+    usable = {k: v for k, v in state.items() if k in expected and k not in report.mismatched}
+    target.load_state_dict(usable, strict=False)
+    for kind in ("missing", "unexpected", "mismatched"):
+        if getattr(report, kind):
+            logger.warning("%s: %d %s keys: %s", file, len(getattr(report, kind)), kind,
+                           ", ".join(getattr(report, kind)[:20]))
+    return report
+
+
+# ----------------------------------------------------------------------------- load state
+@dataclass
+class TrainingState:
+    """Counters from a training-state file (objects passed in are restored in place)."""
+    path: Path
+    epoch: int
+    step: int
+    sampler_epoch: int | None
+    extra: dict
+
+
+def _lambda_settings(scheduler: Any) -> list:
+    return [dict(vars(fn)) for fn in getattr(scheduler, "lr_lambdas", []) if not isinstance(fn, types.FunctionType)]
+
+
+def load_training_state(path: str | os.PathLike, optimizer: torch.optim.Optimizer | None = None,
+                        scheduler: Any = None, scaler: Any = None, restore_rng: bool = True,
+                        rank: int = 0, verify: bool = True) -> TrainingState:
+    """Restore optimizer/scheduler/GradScaler/RNG from a checkpoint folder or its
+    ``training_state.pt``; return epoch, step, sampler epoch and ``extra``.
+
+    The checkpoint of epoch k was saved after that epoch: resume at epoch k + 1."""
+    path = Path(path)
+    file = path / STATE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"training state not found: {file}")
+    if verify:
+        _verify_checksum(file)
+    state = _torch_load(file, "a training state")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{file}: not a training state written by save_checkpoint")
+    _load_into(file, "optimizer", optimizer, state.get("optimizer"))
+    before = _lambda_settings(scheduler)
+    _load_into(file, "scheduler", scheduler, state.get("scheduler"))
+    if before and before != _lambda_settings(scheduler):
+        logger.warning("%s: the schedule in the checkpoint %s replaces the one built now %s",
+                       file, _lambda_settings(scheduler)[0], before[0])
+    _load_into(file, "GradScaler", scaler, state.get("scaler"))
+    if restore_rng:
+        _restore_rank_rng(file, state.get("rng") or [], rank)
+    logger.info("resumed training state from %s (epoch %d, step %d)", file, state["epoch"], state["step"])
+    return TrainingState(file, int(state["epoch"]), int(state["step"]), state.get("sampler_epoch"),
+                         dict(state.get("extra") or {}))
+
+
+def _load_into(file: Path, what: str, obj: Any, saved: Any) -> None:
+    if obj is None:
+        return
+    if saved is None:
+        raise CheckpointError(f"{file}: holds no {what} state, but one was given to restore")
+    try:
+        obj.load_state_dict(saved)
+    except (ValueError, KeyError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{file}: {what} state does not fit the {what} built now "
+                              f"(different model, freezing or parameter groups?): {err}") from err
+
+
+def _restore_rank_rng(file: Path, states: list, rank: int) -> None:
+    if rank < len(states):
+        restore_rng_state(states[rank])
+    else:
+        logger.warning("%s: no RNG state for rank %d (%d saved); RNG not restored", file, rank, len(states))
+
+
+# ----------------------------------------------------------------------------- best checkpoint
+def _dotted(metrics: Mapping, key: str) -> float:
+    value: Any = metrics
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise KeyError(f"metric {key!r} not found in metrics (keys: {list(metrics)})")
+        value = value[part]
+    return float(value)
+
+
+def _recover_best(root: Path) -> None:
+    """Finish a best/ swap that a crash interrupted (best/ moved aside, new one not in place)."""
+    old = root / f".{BEST_DIR}.old"
+    if not (root / BEST_DIR).exists() and old.is_dir():
+        os.replace(old, root / BEST_DIR)
+
+
+def read_best(output_dir: str | os.PathLike) -> dict | None:
+    """Contents of ``best.json`` (checkpoint, epoch, step, metric, value, split) or None."""
+    root = checkpoint_root(output_dir)
+    if root.is_dir():
+        _recover_best(root)
+    return _read_pointer(root)
+
+
+def _read_pointer(root: Path) -> dict | None:
+    pointer = root / BEST_POINTER
+    if not pointer.is_file():
+        return None
+    try:
+        return json.loads(pointer.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise CheckpointError(f"{pointer}: unreadable: {err}") from err
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+        _fsync_file(dst)
+
+
+def _publish_best(root: Path, checkpoint_dir: Path) -> None:
+    tmp = root / f".{BEST_DIR}{_TMP_MARK}{os.getpid()}"
+    old = root / f".{BEST_DIR}.old"
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    for name in (MODEL_FILE, META_FILE):
+        _link_or_copy(checkpoint_dir / name, tmp / name)
+    _fsync_dir(tmp)
+    if (root / BEST_DIR).exists():
+        os.replace(root / BEST_DIR, old)
+    os.replace(tmp, root / BEST_DIR)
+    _fsync_dir(root)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def update_best(checkpoint_dir: str | os.PathLike, metrics: Mapping, split: str,
+                score_key: str = "t2v.R1") -> bool:
+    """Record ``metrics`` (evaluated on ``split``) in the checkpoint's meta.json and, if its
+    ``score_key`` is >= the best so far (ties go to the later checkpoint, as in CLIP4Clip),
+    publish it as ``best/`` and ``best.json``. Returns whether it became the best.
+
+    Scores are only compared on one split: a best.json selected on another split is an error."""
+    folder = Path(checkpoint_dir)
+    root = folder.parent
+    score = _dotted(metrics, score_key)
+    meta = read_meta(folder)
+    meta.setdefault("metrics", {})[split] = dict(metrics)
+    meta_path = folder / META_FILE
+    _write_json(meta_path, meta)
+    _recover_best(root)
+    current = _read_pointer(root)
+    if current is not None and (current.get("split"), current.get("metric")) != (split, score_key):
+        raise CheckpointError(f"{root / BEST_POINTER}: best checkpoint was selected by "
+                              f"{current.get('metric')} on split {current.get('split')!r}; cannot compare "
+                              f"with {score_key} on {split!r}")
+    if current is not None and score < current["value"]:
+        logger.info("%s: %s=%.4g on %s split; best stays %s (%.4g)", folder.name, score_key, score,
+                    split, current["checkpoint"], current["value"])
+        return False
+    _publish_best(root, folder)
+    _write_json(root / BEST_POINTER, {
+        "checkpoint": folder.name, "path": BEST_DIR, "epoch": meta.get("epoch"), "step": meta.get("step"),
+        "metric": score_key, "value": score, "split": split, "metrics": dict(metrics),
+    })
+    logger.info("new best checkpoint %s: %s=%.4g selected on the %s split%s", folder.name, score_key,
+                score, split, " (model selection on the test split, as CLIP4Clip does)" if split == "test" else "")
+    return True
+
