@@ -1,0 +1,429 @@
+"""Video decoding, frame sampling and the CLIP image transform.
+
+One call, :func:`read_clip`, turns a video file (or a time window of it) into the tensor the
+model eats: ``float32 [max_frames, 3, S, S]`` plus an ``int64 [max_frames]`` frame mask.
+
+Decoding. decord decodes; only the sampled frames are decoded (``get_batch`` on the sorted,
+unique indices: decord seeks to the nearest key frame and decodes forward). Where decord is
+not installed or fails on a file (decord 0.6.0 cannot open AV1, for one), PyAV decodes that
+file and a warning names it. PyAV decodes forward from the start and converts to RGB only
+the frames that are used, stopping after the last one (measured faster than seeking for
+clips up to a minute; see ``bench/bench_video.py``).
+
+Sampling rule (:func:`sample_frame_indices`), with ``fps`` the stream's average frame rate,
+``N`` its frame count and ``r = feature_framerate`` (may be fractional, e.g. 0.5):
+
+* window: ``s = max(start or 0, 0)``, ``e = min(end or N / fps, N / fps)``, in seconds;
+* candidate times ``t_k = s + k / r`` for ``k = 0, 1, ...`` while ``t_k <= e``;
+* frame of a time: ``round(t * fps)`` (half rounds up); candidates whose frame is ``>= N``
+  are dropped. This is one frame per ``1 / r`` seconds, as CLIP4Clip's decord path
+  (stride ``round(fps / r)`` from ``int(s * fps)``) but without its drift on 29.97 fps;
+* more than ``max_frames`` candidates: ``slice_framepos`` 0 keeps the first, 1 the last,
+  2 ``np.linspace(0, L - 1, max_frames)`` of them truncated to int (CLIP4Clip's rule);
+* ``frame_order`` 0 keeps time order, 1 reverses, 2 shuffles (with ``rng``);
+* ``fixed_frames=True`` (InternVideo's encoder): the window's frames
+  ``a = round(s * fps) .. b = min(round(e * fps), N - 1)`` are cut into ``max_frames`` equal
+  segments and the centre frame of each is taken, ``a + floor((i + 0.5) * (b - a + 1) /
+  max_frames)``; short windows repeat frames; the mask is all ones.
+
+No frame inside the window is an error (:class:`VideoDecodeError`), never a tensor of zeros.
+
+Transform (:func:`transform_clip`), on the whole clip at once: resize the short side to
+``image_resolution`` (bicubic, antialiased, back to uint8 as PIL does), centre crop,
+``/255``, CLIP mean/std.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+try:  # decord is optional: PyAV is the fallback
+    import decord
+except ImportError:  # pragma: no cover - depends on the environment
+    decord = None
+
+logger = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# decord's internal ffmpeg threads. 1 keeps DataLoader workers from oversubscribing the
+# CPU; decoding a dozen frames gains little from frame threads anyway.
+DECORD_THREADS = int(os.environ.get("VIDEO_READER_DECORD_THREADS", "1"))
+
+_EPS = 1e-6  # absorbs float error in t * fps and (e - s) * r
+
+
+@dataclass
+class FrameSampling:
+    """Which frames of a clip the model sees and at what size (CLIP4Clip's arguments)."""
+
+    max_frames: int = 12
+    feature_framerate: float = 1.0
+    slice_framepos: int = 0  # 0 head, 1 tail, 2 uniform
+    frame_order: int = 0  # 0 keep, 1 reverse, 2 shuffle
+    image_resolution: int = 224
+    fixed_frames: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if not self.feature_framerate > 0:
+            raise ValueError(f"feature_framerate must be > 0, got {self.feature_framerate}")
+        if self.slice_framepos not in (0, 1, 2):
+            raise ValueError(f"slice_framepos must be 0, 1 or 2, got {self.slice_framepos}")
+        if self.frame_order not in (0, 1, 2):
+            raise ValueError(f"frame_order must be 0, 1 or 2, got {self.frame_order}")
+        if self.image_resolution < 1:
+            raise ValueError(f"image_resolution must be >= 1, got {self.image_resolution}")
+
+
+class VideoDecodeError(RuntimeError):
+    """A video that cannot give the frames asked for; the message names file and reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read video {self.path}: {reason}")
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _window(num_frames: int, fps: float, start: float | None, end: float | None) -> tuple[float, float]:
+    duration = num_frames / fps
+    s = 0.0 if start is None else max(float(start), 0.0)
+    e = duration if end is None else min(float(end), duration)
+    return s, e
+
+
+def _no_frame(num_frames: int, fps: float, start: float | None, end: float | None) -> ValueError:
+    return ValueError(
+        f"no frame inside [start={start}, end={end}] s (video: {num_frames} frames at {fps:.3f} fps, "
+        f"{num_frames / fps:.3f} s)"
+    )
+
+
+def _candidate_indices(num_frames: int, fps: float, s: float, e: float, rate: float) -> np.ndarray:
+    count = math.floor((e - s) * rate + _EPS) + 1
+    times = s + np.arange(count, dtype=np.float64) / rate
+    idx = np.floor(times * fps + 0.5 + _EPS).astype(np.int64)
+    return idx[idx < num_frames]
+
+
+def _fixed_indices(num_frames: int, fps: float, s: float, e: float, n: int) -> np.ndarray:
+    a = math.floor(s * fps + 0.5 + _EPS)
+    b = min(math.floor(e * fps + 0.5 + _EPS), num_frames - 1)
+    if a > b:
+        return np.zeros(0, dtype=np.int64)
+    span = b - a + 1
+    return a + np.floor((np.arange(n) + 0.5) * span / n).astype(np.int64)
+
+
+def _slice(idx: np.ndarray, max_frames: int, slice_framepos: int) -> np.ndarray:
+    if len(idx) <= max_frames:
+        return idx
+    if slice_framepos == 0:
+        return idx[:max_frames]
+    if slice_framepos == 1:
+        return idx[-max_frames:]
+    return idx[np.linspace(0, len(idx) - 1, num=max_frames, dtype=int)]
+
+
+def _order(idx: np.ndarray, frame_order: int, rng: np.random.Generator | None) -> np.ndarray:
+    if frame_order == 1:
+        return idx[::-1].copy()
+    if frame_order == 2:
+        return (rng if rng is not None else np.random.default_rng()).permutation(idx)
+    return idx
+
+
+def sample_frame_indices(
+    num_frames: int,
+    fps: float,
+    start: float | None = None,
+    end: float | None = None,
+    sampling: FrameSampling | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Frame indices (int64, in the order the model sees them) for a clip; see the module doc.
+
+    Raises ValueError when no frame lies inside the window.
+    """
+    sampling = sampling or FrameSampling()
+    if num_frames < 1 or not fps > 0:
+        raise ValueError(f"video has no frames (frames={num_frames}, fps={fps})")
+    s, e = _window(num_frames, fps, start, end)
+    if e < s:
+        raise _no_frame(num_frames, fps, start, end)
+    if sampling.fixed_frames:
+        idx = _fixed_indices(num_frames, fps, s, e, sampling.max_frames)
+    else:
+        idx = _candidate_indices(num_frames, fps, s, e, sampling.feature_framerate)
+        idx = _slice(idx, sampling.max_frames, sampling.slice_framepos)
+    if len(idx) == 0:
+        raise _no_frame(num_frames, fps, start, end)
+    return _order(idx, sampling.frame_order, rng)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+class _DecordSource:
+    """decord.VideoReader: exact frame count from the container, frame-accurate get_batch."""
+
+    name = "decord"
+
+    def __init__(self, path: Path):
+        self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=DECORD_THREADS)
+        self.num_frames = len(self.reader)
+        self.fps = float(self.reader.get_avg_fps())
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        return self.reader.get_batch(indices.tolist()).asnumpy()
+
+    def close(self) -> None:
+        self.reader = None
+
+
+class _ShortStream(Exception):
+    """The stream ended before a frame the header promised."""
+
+    def __init__(self, decoded: int):
+        super().__init__(decoded)
+        self.decoded = decoded
+
+
+def _header_slack(promised: int) -> int:
+    """Frames a header may overstate (AVI indexes, edit lists) before the file counts as truncated."""
+    return max(2, promised // 100)
+
+
+class _PyAVSource:
+    """PyAV, decoding forward from the start and converting only the frames asked for.
+
+    The frame count is the header's when it has one (mp4, avi), else the number of video
+    packets (matroska/webm have no count; demuxing without decoding is cheap).
+    """
+
+    name = "PyAV"
+
+    def __init__(self, path: Path):
+        import av
+
+        self.path = path
+        self.container = av.open(str(path))
+        if not self.container.streams.video:
+            self.container.close()
+            raise ValueError("no video stream")
+        stream = self.container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        if not rate:
+            self.container.close()
+            raise ValueError("unknown frame rate")
+        self.fps = float(rate)
+        self.num_frames = stream.frames or self._count_packets()
+
+    def _stream(self):
+        return self.container.streams.video[0]
+
+    def _count_packets(self) -> int:
+        count = sum(1 for packet in self.container.demux(self._stream()) if packet.size)
+        self.container.seek(0)
+        return count
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        stream = self._stream()
+        stream.thread_type = "AUTO"
+        wanted = set(indices.tolist())
+        last = max(wanted)
+        frames: dict[int, np.ndarray] = {}
+        position = -1
+        for position, frame in enumerate(self.container.decode(stream)):
+            if position in wanted:
+                frames[position] = frame.to_ndarray(format="rgb24")
+            if position >= last:
+                break
+        if position < last:
+            raise _ShortStream(position + 1)
+        return np.stack([frames[i] for i in indices.tolist()])
+
+    def close(self) -> None:
+        self.container.close()
+
+
+_warned_no_decord = False
+
+
+def _warn_no_decord() -> None:
+    global _warned_no_decord
+    if not _warned_no_decord:
+        logger.warning("decord is not installed; videos are decoded with PyAV (slower)")
+        _warned_no_decord = True
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoDecodeError(path, "file not found")
+    if not path.is_file():
+        raise VideoDecodeError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+
+
+def _decode(source, path: Path, start, end, sampling, rng) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        indices = sample_frame_indices(source.num_frames, source.fps, start, end, sampling, rng)
+    except ValueError as err:
+        raise VideoDecodeError(path, str(err)) from err
+    unique, inverse = np.unique(indices, return_inverse=True)
+    frames = source.get(unique)
+    return frames[inverse], indices
+
+
+def _decode_with_pyav(path: Path, start, end, sampling, rng, first_error: BaseException | None):
+    try:
+        source = _PyAVSource(path)
+    except Exception as err:
+        reason = f"not a readable video ({_short(err)})"
+        if first_error is not None:
+            reason += f"; decord: {_short(first_error)}"
+        raise VideoDecodeError(path, reason) from err
+    try:
+        try:
+            return _decode(source, path, start, end, sampling, rng)
+        except _ShortStream as short:
+            promised = source.num_frames
+            if promised - short.decoded > _header_slack(promised):
+                raise VideoDecodeError(
+                    path,
+                    f"truncated or corrupt stream (header says {promised} frames, stream ends after {short.decoded})",
+                ) from None
+            logger.warning(
+                "%s: header says %d frames, stream has %d; sampling again", path, source.num_frames, short.decoded
+            )
+            source.close()
+            source = _PyAVSource(path)
+            source.num_frames = short.decoded
+            return _decode(source, path, start, end, sampling, rng)
+    except VideoDecodeError:
+        raise
+    except Exception as err:
+        raise VideoDecodeError(path, f"truncated or corrupt stream ({_short(err)})") from err
+    finally:
+        source.close()
+
+
+def read_frames_uint8(
+    path: str | os.PathLike,
+    start: float | None = None,
+    end: float | None = None,
+    sampling: FrameSampling | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Decode the sampled frames: (uint8 [T, H, W, 3] RGB, frame indices int64 [T]).
+
+    T <= sampling.max_frames (== with ``fixed_frames``). Raises :class:`VideoDecodeError`.
+    """
+    path = Path(path)
+    sampling = sampling or FrameSampling()
+    _check_file(path)
+    source = None
+    decord_error: BaseException | None = None
+    if decord is not None:
+        try:
+            source = _DecordSource(path)
+        except Exception as err:  # decord raises RuntimeError and its own DECORDError
+            decord_error = err
+            logger.warning("decord cannot open %s (%s); decoding it with PyAV", path, _short(err))
+    else:
+        _warn_no_decord()
+    if source is not None:
+        try:
+            frames, indices = _decode(source, path, start, end, sampling, rng)
+            return torch.from_numpy(frames), indices
+        except VideoDecodeError:
+            raise
+        except Exception as err:
+            decord_error = err
+            logger.warning("decord failed on %s (%s); decoding it with PyAV", path, _short(err))
+        finally:
+            source.close()
+    frames, indices = _decode_with_pyav(path, start, end, sampling, rng, decord_error)
+    return torch.from_numpy(frames), indices
+
+
+# ----------------------------------------------------------------------------- transform
+
+
+def _normalize_constants(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    std = torch.tensor(CLIP_STD, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std)).to(dtype).view(1, 3, 1, 1)
+    shift = (torch.tensor(CLIP_MEAN, dtype=torch.float64) / std).to(dtype).view(1, 3, 1, 1)
+    return scale, shift
+
+
+def transform_clip(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float32 [T, 3, size, size]: CLIP's Resize(bicubic), CenterCrop, Normalize.
+
+    The resize runs on uint8 and returns uint8 (rounded, clamped), as PIL's does in
+    CLIP4Clip's per-frame transform; the whole clip goes through each op at once.
+    """
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    x = frames.permute(0, 3, 1, 2)  # a channels-last view: no copy
+    if min(x.shape[-2:]) != size:
+        x = TF.resize(x, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    x = TF.center_crop(x, [size, size])
+    scale, shift = _normalize_constants(torch.float32)
+    return (x.float() * scale - shift).contiguous()
+
+
+def read_clip(
+    path: str | os.PathLike,
+    start: float | None = None,
+    end: float | None = None,
+    sampling: FrameSampling | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clip as model input: (float32 [max_frames, 3, S, S], int64 mask [max_frames]).
+
+    Slots past the sampled frames are zeros with mask 0. ``start``/``end`` in seconds
+    (None: whole video). Raises :class:`VideoDecodeError` naming the file and the reason.
+    """
+    sampling = sampling or FrameSampling()
+    frames, _ = read_frames_uint8(path, start, end, sampling, rng)
+    size = sampling.image_resolution
+    video = torch.zeros(sampling.max_frames, 3, size, size, dtype=torch.float32)
+    n = frames.shape[0]
+    video[:n] = transform_clip(frames, size)
+    mask = torch.zeros(sampling.max_frames, dtype=torch.int64)
+    mask[:n] = 1
+    return video, mask
+
+
+__all__: Sequence[str] = (
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "FrameSampling",
+    "VideoDecodeError",
+    "read_clip",
+    "read_frames_uint8",
+    "sample_frame_indices",
+    "transform_clip",
+)
