@@ -1,0 +1,143 @@
+"""What `main_task_retrieval.py` runs: set-up, then training and/or evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from engine import builders
+from engine.distributed import DistInfo, barrier
+from engine.evaluation import encode_items, format_results, retrieval_metrics, similarity_matrix, write_json_atomic
+from engine.training import Trainer, TrainState, autocast_for
+
+logger = logging.getLogger("retrieval")
+
+
+def setup_logging(output_dir: Path, info: DistInfo) -> None:
+    """Rank 0 logs to the console and to `log.txt`; other ranks only warn."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%m/%d %H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if info.is_main:
+        file_handler = logging.FileHandler(output_dir / "log.txt")
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    root.setLevel(logging.INFO if info.is_main else logging.WARNING)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _pick(features: dict, keys: tuple[str, ...]) -> dict:
+    """Only what the similarity reads is kept and gathered."""
+    return {key: features[key] for key in keys}
+
+
+def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: str) -> dict | None:
+    """Encode the split's captions and videos once, score all pairs, report on rank 0."""
+    split, texts, videos = builders.eval_datasets(args, subset, model)
+    model.eval()
+    started = time.time()
+    text_keys, video_keys = model.similarity_keys()
+    with autocast_for(args.precision, info.device):
+        text = encode_items(lambda b: _pick(model.encode_text(b["input_ids"], b["input_mask"]), text_keys),
+                            texts, info, args.batch_size_val, args.num_thread_reader, f"{subset} captions")
+        video = encode_items(lambda b: _pick(model.encode_video(b["video"], b["video_mask"]), video_keys),
+                             videos, info, args.batch_size_val, args.num_thread_reader, f"{subset} videos")
+        sim = similarity_matrix(model.similarity, text, video, info)
+    if not info.is_main:
+        return None
+    results = retrieval_metrics(sim, np.asarray(split.caption_video))
+    results.update(dataset=args.datatype, split=subset, tag=tag, checkpoint=args.init_model,
+                   num_captions=len(texts), num_videos=len(videos), seconds=round(time.time() - started, 1),
+                   world_size=info.world_size)
+    logger.info("%s on %s %s (%d captions, %d videos):\n%s", tag, args.datatype, subset, len(texts),
+                len(videos), format_results(results))
+    write_json_atomic(Path(args.output_dir) / f"results_{subset}_{tag}.json", results)
+    return results
+
+
+# ---------------------------------------------------------------------------- training
+def train_loader(args: argparse.Namespace, info: DistInfo, dataset) -> DataLoader:
+    per_rank = args.batch_size // args.gradient_accumulation_steps // info.world_size
+    if per_rank < 1:
+        raise ValueError(f"--batch_size {args.batch_size} is too small for {info.world_size} processes "
+                         f"x {args.gradient_accumulation_steps} accumulation steps")
+    common = dict(num_workers=args.num_thread_reader, pin_memory=info.device.type == "cuda",
+                  persistent_workers=args.num_thread_reader > 0)
+    if args.twin_batches:
+        sampler = builders.twin_batch_sampler(dataset, per_rank, info, args.seed)
+        return DataLoader(dataset, batch_sampler=sampler, **common)
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=args.seed, drop_last=True)
+    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, **common)
+
+
+def selection_split(args: argparse.Namespace) -> str:
+    """Checkpoints are selected on the validation split where the dataset has one."""
+    return "val" if builders.has_val_split(args) else "test"
+
+
+def train(model, args: argparse.Namespace, info: DistInfo) -> None:
+    output_dir = Path(args.output_dir)
+    dataset = builders.train_dataset(args, model)
+    loader = train_loader(args, info, dataset)
+    steps_per_epoch = len(loader) // args.gradient_accumulation_steps
+    total_steps = steps_per_epoch * args.epochs
+    optimizer, scheduler = builders.optimizer_and_schedule(model, args, total_steps)
+    state = TrainState()
+    scaler = torch.amp.GradScaler(info.device.type, enabled=args.precision == "fp16")
+    if args.resume_model:
+        state = builders.resume(args, model, optimizer, scheduler, scaler, state, info)
+        logger.info("resumed from %s after epoch %d (step %d)", args.resume_model, state.epoch, state.global_step)
+    train_model = model
+    if info.enabled:
+        device_ids = [info.device.index] if info.device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+    trainer = Trainer(model, train_model, optimizer, scheduler, scaler, info, args, state,
+                      step_log=output_dir / "train_steps.jsonl")
+    val_subset = selection_split(args)
+    logger.info("training: %d samples, %d steps per epoch, %d epochs; checkpoints selected on the %s split",
+                len(dataset), steps_per_epoch, args.epochs, val_subset)
+    for epoch in range(state.epoch, args.epochs):
+        summary = trainer.train_epoch(loader, epoch)
+        logger.info("epoch %d done: mean loss %.4f over %d steps", epoch + 1, summary["loss"], summary["steps"])
+        state.epoch = epoch + 1
+        results = evaluate(model, args, info, val_subset, tag=f"epoch{epoch + 1}")
+        score = results["plain"]["t2v"]["R1"] if results else float("nan")
+        state.history.append({**summary, "t2v_R1": score, "selection_split": val_subset})
+        builders.save_epoch(output_dir, model, optimizer, scheduler, scaler, state, args, results, val_subset, info)
+        barrier()
+    if info.is_main and math.isfinite(state.best_score):
+        logger.info("best text-to-video R@1 on the %s split: %.2f", val_subset, state.best_score)
+
+
+def run(args: argparse.Namespace, info: DistInfo) -> None:
+    output_dir = Path(args.output_dir)
+    setup_logging(output_dir, info)
+    logger.info("arguments: %s", " ".join(f"--{k}={v}" for k, v in sorted(vars(args).items())))
+    seed_everything(args.seed)
+    model = builders.build_model(args).to(info.device)
+    if args.do_train:
+        train(model, args, info)
+    if args.do_eval:
+        evaluate(model, args, info, args.eval_split, tag="eval")

@@ -1,0 +1,158 @@
+"""Video-text retrieval: fine-tune and evaluate CLIP4Clip / InternVideo-style models.
+
+    python main_task_retrieval.py --do_eval ...                 # one process
+    torchrun --nproc_per_node=4 main_task_retrieval.py --do_train ...
+
+Argument names and defaults follow CLIP4Clip and InternVideo's retrieval code, so their
+scripts work with few changes. This file only wires the pieces: the model lives in
+`modules/`, the data in `dataloaders/`, the loops in `engine/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from engine import distributed
+from engine.run import run
+
+
+def str2bool(value: str | bool) -> bool:
+    """A real boolean: `--mergeclip`, `--mergeclip=True` and `--mergeclip False` all mean what they say
+    (InternVideo's `type=bool` turned `--mergeclip False` on)."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    parser.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mode = p.add_argument_group("mode")
+    _flag(mode, "--do_train", "fine-tune, evaluating after every epoch")
+    _flag(mode, "--do_eval", "evaluate (zero-shot, or --init_model for a fine-tuned checkpoint)")
+    mode.add_argument("--datatype", default="msrvtt", choices=["msrvtt", "msvd", "lsmdc", "activity", "didemo", "vatex"])
+    mode.add_argument("--eval_split", default="test", choices=["val", "test"], help="split for --do_eval")
+
+    data = p.add_argument_group("data")
+    data.add_argument("--train_csv", default="data/MSR-VTT/anns/MSRVTT_train.9k.csv")
+    data.add_argument("--val_csv", default="data/MSR-VTT/anns/MSRVTT_JSFUSION_test.csv")
+    data.add_argument("--data_path", default="data/MSR-VTT/anns/MSRVTT_data.json",
+                      help="annotation file (MSR-VTT json) or annotation folder (other datasets)")
+    data.add_argument("--features_path", default="data/MSR-VTT/videos", help="video folder")
+    data.add_argument("--max_words", type=int, default=20)
+    data.add_argument("--max_frames", type=int, default=100)
+    data.add_argument("--feature_framerate", type=float, default=1.0, help="frames sampled per second")
+    data.add_argument("--slice_framepos", type=int, default=0, choices=[0, 1, 2], help="0 head, 1 tail, 2 uniform")
+    data.add_argument("--train_frame_order", type=int, default=0, choices=[0, 1, 2], help="0 keep, 1 reverse, 2 shuffle")
+    data.add_argument("--eval_frame_order", type=int, default=0, choices=[0, 1, 2])
+    _flag(data, "--expand_msrvtt_sentences", "MSR-VTT train: one sample per (video, caption) pair")
+    _flag(data, "--allow_missing_videos", "drop annotations whose video file is missing (count logged)")
+    _flag(data, "--skip_bad_videos", "training only: replace a sample whose video fails to decode (counted)")
+    _flag(data, "--twin_batches", "synthetic benchmark: half of each batch are temporal twins of the other half")
+    data.add_argument("--num_thread_reader", type=int, default=1, help="DataLoader workers per process")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--lr", type=float, default=1e-4, help="learning rate of the new heads")
+    opt.add_argument("--coef_lr", type=float, default=1.0, help="CLIP parameters use lr * coef_lr")
+    opt.add_argument("--weight_decay", type=float, default=0.2)
+    opt.add_argument("--warmup_proportion", type=float, default=0.1)
+    opt.add_argument("--epochs", type=int, default=20)
+    opt.add_argument("--batch_size", type=int, default=256, help="global batch per optimizer step")
+    opt.add_argument("--batch_size_val", type=int, default=3500)
+    opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    opt.add_argument("--max_grad_norm", type=float, default=1.0)
+    opt.add_argument("--optimizer", default="adamw", choices=["adamw", "bertadam"],
+                     help="adamw: torch AdamW with BertAdam's betas/eps; bertadam: CLIP4Clip's update (no bias correction)")
+    opt.add_argument("--lr_schedule", default="warmup_cosine", choices=["warmup_cosine", "warmup_cosine_continuous"],
+                     help="warmup_cosine is CLIP4Clip's (a small drop at the end of warmup)")
+    opt.add_argument("--n_display", type=int, default=100, help="log every n optimizer steps")
+    opt.add_argument("--seed", type=int, default=42)
+    _flag(opt, "--mask_same_video_negatives", "drop in-batch negatives that are other captions of the same video")
+    _flag(opt, "--fp16", "same as --precision fp16")
+    opt.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="torch.amp autocast")
+    _flag(opt, "--grad_checkpointing", "recompute transformer blocks in backward to save memory")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--pretrained_clip_name", default="ViT-B/32", help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px or a path")
+    model.add_argument("--clip_cache_dir", default=None, help="where released CLIP files are kept (default ~/.cache/clip)")
+    model.add_argument("--clip_config", default=None,
+                       help="JSON (file or inline) of CLIPConfig fields: a randomly initialised CLIP instead of a released one")
+    model.add_argument("--init_model", default=None, help="fine-tuned weights (ours, or CLIP4Clip/InternVideo pytorch_model.bin)")
+    model.add_argument("--resume_model", default=None, help="training-state file (or checkpoint folder) to resume from")
+    model.add_argument("--linear_patch", default="2d", choices=["2d", "3d"])
+    model.add_argument("--sim_header", default="meanP", choices=["meanP", "seqLSTM", "seqTransf", "tightTransf"])
+    _flag(model, "--loose_type", "dot-product similarity (meanP, seqLSTM, seqTransf); tightTransf forces it off")
+    model.add_argument("--cross_num_hidden_layers", type=int, default=4)
+    model.add_argument("--freeze_layer_num", type=int, default=0, help="-1 freezes nothing")
+    model.add_argument("--frame_norm", default="none", choices=["none", "l2"],
+                       help="meanP: 'l2' normalises each frame first (CLIP4Clip); 'none' is InternVideo's")
+    model.add_argument("--cross_model", default="cross-base", help="accepted for CLIP4Clip scripts; the cross config is built in")
+
+    iv = p.add_argument_group("InternVideo")
+    _flag(iv, "--clip_evl", "InternVideo's video encoder (temporal decoder on the last four blocks)")
+    iv.add_argument("--pretrained_path", default=None, help="InternVideo checkpoint for --clip_evl")
+    _flag(iv, "--mergeclip", "average InternVideo's weights with CLIP's: w * CLIP + (1 - w) * InternVideo")
+    iv.add_argument("--mergeweight", type=float, default=0.5)
+    iv.add_argument("--interaction", default="no", choices=["no", "wti", "ti"], help="DRL token-wise interaction")
+    iv.add_argument("--wti_arch", type=int, default=0)
+    _flag(iv, "--use_dsl", "accepted for InternVideo scripts: DSL metrics are always reported beside the plain ones")
+
+    run_args = p.add_argument_group("run")
+    run_args.add_argument("--output_dir", required=True)
+    run_args.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU, else CPU)")
+    run_args.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by torch.distributed.launch")
+    run_args.add_argument("--keep_checkpoints", type=int, default=2, help="epoch checkpoints kept besides the best")
+    return p
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    if not (args.do_train or args.do_eval):
+        parser.error("at least one of --do_train or --do_eval is required")
+    if args.gradient_accumulation_steps < 1:
+        parser.error("--gradient_accumulation_steps must be >= 1")
+    if args.fp16:
+        args.precision = "fp16"
+    if args.sim_header == "tightTransf":
+        args.loose_type = False
+    elif not args.loose_type and args.interaction == "no":
+        logging.getLogger(__name__).warning("--loose_type is off but only tightTransf is a tight head; "
+                                            "using the loose (dot-product) form for %s", args.sim_header)
+        args.loose_type = True
+    if args.clip_evl and args.max_words != 77:
+        parser.error("--clip_evl needs --max_words 77 (its text tower's positions are fixed at 77)")
+    if args.interaction == "wti" and args.wti_arch not in (1, 2, 3):
+        parser.error("--interaction wti needs --wti_arch 1, 2 or 3")
+    if args.clip_config:
+        text = args.clip_config
+        args.clip_config = json.loads(open(text).read() if not text.lstrip().startswith("{") else text)
+    return args
+
+
+def get_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    return check_args(parser.parse_args(argv), parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args(argv)
+    info = distributed.init_distributed(args.device, args.local_rank)
+    try:
+        run(args, info)
+    finally:
+        distributed.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
