@@ -47,10 +47,16 @@ _METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 # ----------------------------------------------------------------------------- layers
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 whatever the input dtype (as OpenAI's CLIP does)."""
+    """LayerNorm computed in fp32 whatever the input dtype (as OpenAI's CLIP does).
+
+    The affine parameters are upcast too: with fp16/bf16 weights (a `.half()` model, an
+    OpenAI archive used as is) the CPU kernel refuses fp32 input with low-precision weights.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 class QuickGELU(nn.Module):
@@ -287,7 +293,13 @@ def build_clip(state_dict: dict, linear_patch: str = "2d", source: str = "CLIP s
         config = config_from_state_dict(state_dict)
     except KeyError as err:
         raise CheckpointError(f"{source}: missing key {err} needed to infer the CLIP architecture") from None
-    model = CLIP(config, linear_patch=linear_patch)
+    # Every tensor comes from the (strict) load, so skip the random initialisation: build
+    # on the meta device and allocate uninitialised storage (3x faster for ViT-B/32).
+    with torch.device("meta"):
+        model = CLIP(config, linear_patch=linear_patch)
+    model = model.to_empty(device="cpu")
+    unloaded = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+    assert not unloaded, f"non-persistent buffers {unloaded} would stay uninitialised after to_empty"
     if linear_patch == "3d" and "visual.conv2.weight" not in state_dict:
         state_dict["visual.conv2.weight"] = inflate_patch_conv(state_dict["visual.conv1.weight"])
     load_state_dict_strict(model, state_dict, source=source)
