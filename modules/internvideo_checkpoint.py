@@ -1,0 +1,266 @@
+"""Load InternVideo's pretrained checkpoint into `InternVideoCLIP`, optionally merged with CLIP.
+
+What the published loader (`clip_evl.load` + `build_model`) does, and what we do:
+  * File: a PyTorch-Lightning checkpoint whose `state_dict` holds the weights under `clip.`.
+    We read it with `torch.load(weights_only=True)`. Lightning files may also pickle
+    hyper-parameter or callback objects; those globals are replaced by inert stubs (nothing
+    of theirs runs) and dropped, since only the weights are used. A bare state dict, a
+    `model` wrapper and DDP's `module.` prefix are accepted too.
+  * Keys: `module.` and then `clip.` prefixes are stripped (the published code removes every
+    `clip.` substring; no InternVideo key has one elsewhere). OpenAI-style `visual.proj`,
+    `visual.ln_post.weight`, `visual.ln_post.bias` become `visual_proj`,
+    `visual_ln_post.weight`, `visual_ln_post.bias`. The metadata keys `input_resolution`,
+    `context_length`, `vocab_size` are dropped.
+  * Sizes come from the checkpoint's shapes (B/16 and L/14; decoder depth from `dec.N`).
+  * A 2D patch conv ([width, 3, p, p]) is inflated to the model's (1, p, p) Conv3d by putting
+    it in the centre temporal slot (zeros elsewhere), as the published `inflate_weight` does.
+  * `--mergeclip` with `--mergeweight w`: for every key present in both the (renamed)
+    InternVideo dict and OpenAI's CLIP dict, merged = w * CLIP + (1 - w) * InternVideo, the
+    CLIP patch conv inflated first. Because the published loader renames only the InternVideo
+    side, OpenAI's `visual.proj` / `visual.ln_post.*` never meet `visual_proj` /
+    `visual_ln_post.*`: those three stay InternVideo's, as do the temporal module (`dpe`,
+    `dec`, `temporal_cls_token`, `balance`) and `text_mask_embedding`, which CLIP lacks.
+    Everything else (patch conv, class/positional embeddings, `ln_pre`, all ViT and text
+    blocks, token/positional embeddings, `ln_final`, `text_projection`, `logit_scale`) is
+    merged. We keep that key coverage so published numbers reproduce; `merge_clip_weights`
+    returns the merged keys and they are logged. Mismatched shapes (a CLIP of another size)
+    are an error here; the published code crashed inside `load_state_dict`.
+  * Loading is strict (the published code used `strict=False` and printed the result): one
+    error lists every missing, unexpected and mis-shaped key. `strict=False` downgrades
+    missing/unexpected keys to a warning; wrong shapes are always an error.
+  * The published temporal-position-embedding interpolation is not ported: the "only global"
+    model has no such parameter, so it was a no-op there.
+  * Without `pretrained_path` the model starts from CLIP alone (renamed, patch conv inflated)
+    with the temporal module and `text_mask_embedding` at their initialisation; the
+    published code required the InternVideo file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from modules.clip import config_from_state_dict
+from modules.state_dict_utils import CheckpointError, state_dict_problems
+from modules.video_encoder_evl import InternVideoCLIP, evl_config_from_clip, evl_config_from_state_dict
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+PREFIXES = ("module.", "clip.")
+RENAMES = {
+    "visual.proj": "visual_proj",
+    "visual.ln_post.weight": "visual_ln_post.weight",
+    "visual.ln_post.bias": "visual_ln_post.bias",
+}
+# Parameters CLIP does not have: initialised fresh when starting from CLIP alone.
+EVL_ONLY_PREFIXES = ("visual.transformer.dpe.", "visual.transformer.dec.", "visual.transformer.temporal_cls_token",
+                     "visual.transformer.balance", "text_mask_embedding")
+
+
+# ----------------------------------------------------------------------------- reading
+class _InertStub:
+    """Stands in for any non-tensor object pickled in a checkpoint; it runs none of its code."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _load_weights_only(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first_error:  # retried with stubs, then reported
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # not a zip checkpoint: report the original error
+            names = []
+        if not names:
+            message = f"{path}: cannot be read as a weights-only checkpoint: {first_error}"
+            raise CheckpointError(message) from first_error
+        logger.info("%s: replacing pickled non-tensor objects by inert stubs: %s", path, ", ".join(names))
+        stubs = [(type(name.rsplit(".", 1)[-1], (_InertStub,), {}), name) for name in names]
+        try:
+            with torch.serialization.safe_globals(stubs):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint: {err}") from err
+
+
+def unwrap_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensor dict inside a Lightning (`state_dict`) or `model` wrapper, or the dict itself."""
+    if isinstance(obj, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{source}: does not hold a state dict")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{source}: entries that are not tensors: {', '.join(map(str, bad[:10]))}")
+    return obj
+
+
+def read_internvideo_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an InternVideo checkpoint file into an InternVideo-named fp32 state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"InternVideo checkpoint not found: {path} (--pretrained_path)")
+    return normalize_internvideo_keys(unwrap_state_dict(_load_weights_only(path), str(path)))
+
+
+def _strip_prefixes(key: str) -> str:
+    for prefix in PREFIXES:
+        key = key.removeprefix(prefix)
+    return key
+
+
+def normalize_internvideo_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip `module.`/`clip.`, rename `visual.proj`/`visual.ln_post.*`, drop metadata, cast to fp32."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        key = _strip_prefixes(key)
+        key = RENAMES.get(key, key)
+        if key in METADATA_KEYS:
+            continue
+        if key in out:
+            raise CheckpointError(f"two checkpoint entries map to the key {key!r} after prefix stripping")
+        out[key] = value.float() if value.is_floating_point() else value
+    return out
+
+
+def clip_to_internvideo_names(clip_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenAI CLIP weights under InternVideo's names (to start the model from CLIP alone)."""
+    return normalize_internvideo_keys(clip_state_dict)
+
+
+def _plain_clip(clip_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenAI names kept (no renaming), prefixes and metadata removed, fp32."""
+    return {_strip_prefixes(k): (v.float() if v.is_floating_point() else v)
+            for k, v in clip_state_dict.items() if _strip_prefixes(k) not in METADATA_KEYS}
+
+
+# ----------------------------------------------------------------------------- shapes
+def inflate_2d_to_3d(weight: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """[out, in, kh, kw] -> [out, in, time_dim, kh, kw], the 2D kernel in the centre slot."""
+    out = weight.new_zeros(weight.shape[0], weight.shape[1], time_dim, *weight.shape[2:])
+    out[:, :, time_dim // 2] = weight
+    return out
+
+
+def inflate_to_shapes(state_dict: dict[str, torch.Tensor],
+                      shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Inflate every 4D conv weight whose target (by `shapes`) is the matching 5D kernel."""
+    out = dict(state_dict)
+    for key, value in state_dict.items():
+        target = shapes.get(key)
+        if target is not None and value.dim() == 4 and len(target) == 5 \
+                and tuple(value.shape) == (target[0], target[1], target[3], target[4]):
+            out[key] = inflate_2d_to_3d(value, target[2])
+    return out
+
+
+# ----------------------------------------------------------------------------- mergeclip
+def merge_clip_weights(internvideo_sd: dict[str, torch.Tensor], clip_sd: dict[str, torch.Tensor],
+                       mergeweight: float) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """merged = w * CLIP + (1 - w) * InternVideo on the keys both dicts have (see module doc).
+
+    `internvideo_sd` carries InternVideo's names (after `normalize_internvideo_keys`);
+    `clip_sd` carries OpenAI's names, so `visual.proj` / `visual.ln_post.*` are not merged,
+    as in the published code. Returns the merged dict and the sorted merged keys.
+    """
+    if not 0.0 <= mergeweight <= 1.0:
+        raise ValueError(f"mergeweight must be in [0, 1], got {mergeweight}")
+    clip_sd = inflate_to_shapes(_plain_clip(clip_sd), {k: v.shape for k, v in internvideo_sd.items()})
+    common = sorted(k for k in internvideo_sd if k in clip_sd)
+    mismatched = [f"{k}: CLIP {tuple(clip_sd[k].shape)} vs InternVideo {tuple(internvideo_sd[k].shape)}"
+                  for k in common if clip_sd[k].shape != internvideo_sd[k].shape]
+    if mismatched:
+        raise CheckpointError("--mergeclip: the CLIP model does not have InternVideo's sizes "
+                              f"(pick the matching --pretrained_clip_name): {'; '.join(mismatched[:10])}")
+    merged = dict(internvideo_sd)
+    for key in common:
+        merged[key] = mergeweight * clip_sd[key] + (1.0 - mergeweight) * internvideo_sd[key]
+    return merged, common
+
+
+# ----------------------------------------------------------------------------- loading
+def load_evl_state_dict(model: InternVideoCLIP, state_dict: dict[str, torch.Tensor], source: str,
+                        strict: bool = True, allowed_missing: tuple[str, ...] = ()) -> None:
+    """Load with one error listing missing/unexpected/mis-shaped keys.
+
+    Missing keys starting with one of `allowed_missing` keep their initialisation (logged).
+    """
+    expected = model.state_dict()
+    absent_ok = [k for k in expected if k not in state_dict and allowed_missing and k.startswith(allowed_missing)]
+    check = dict(state_dict)
+    check.update({k: expected[k] for k in absent_ok})
+    problems = state_dict_problems(model, check)
+    if problems:
+        message = f"{source} does not match {type(model).__name__}:\n  " + "\n  ".join(problems)
+        if strict or any("wrong shapes" in p for p in problems):
+            raise CheckpointError(message)
+        logger.warning("loading non-strictly: %s", message)
+    if absent_ok:
+        logger.info("%s: %d tensors not in the checkpoint keep their initialisation (%s, ...)",
+                    source, len(absent_ok), absent_ok[0])
+    model.load_state_dict(check, strict=False)
+
+
+def load_internvideo_model(pretrained_path: str | os.PathLike | None,
+                           clip_state_dict: dict[str, torch.Tensor] | None = None,
+                           t_size: int = 8, mergeclip: bool = False, mergeweight: float = 0.5,
+                           strict: bool = True) -> InternVideoCLIP:
+    """Build InternVideo's model from its checkpoint (sizes from its shapes) and load it.
+
+    pretrained_path: InternVideo's checkpoint (`--pretrained_path`), or None to start from
+        `clip_state_dict` alone (temporal module freshly initialised).
+    clip_state_dict: OpenAI CLIP weights (e.g. `modules.clip.load_clip_state_dict(path)`);
+        needed for `mergeclip` and when `pretrained_path` is None.
+    t_size: frames per clip (`--max_frames`). mergeclip / mergeweight: see the module doc.
+    Returns an fp32 `InternVideoCLIP` in training mode.
+    """
+    if pretrained_path is None:
+        return _model_from_clip(clip_state_dict, t_size, mergeclip)
+    source = str(pretrained_path)
+    state_dict = read_internvideo_checkpoint(pretrained_path)
+    try:
+        config = evl_config_from_state_dict(state_dict, t_size=t_size)
+    except KeyError as err:
+        raise CheckpointError(f"{source}: missing key {err} needed to infer InternVideo's architecture "
+                              "(is this an InternVideo clip_evl checkpoint?)") from None
+    model = InternVideoCLIP(config)
+    state_dict = inflate_to_shapes(state_dict, {k: v.shape for k, v in model.state_dict().items()})
+    if mergeclip:
+        if clip_state_dict is None:
+            raise ValueError("--mergeclip needs the OpenAI CLIP state dict (--pretrained_clip_name)")
+        state_dict, merged = merge_clip_weights(state_dict, clip_state_dict, mergeweight)
+        kept = sorted(set(state_dict) - set(merged))
+        logger.info("mergeclip w=%.3g: merged %d tensors with CLIP; kept InternVideo's for %d (%s)",
+                    mergeweight, len(merged), len(kept), ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else ""))
+    load_evl_state_dict(model, state_dict, source, strict=strict)
+    logger.info("InternVideo model: %s", config)
+    return model.float()
+
+
+def _model_from_clip(clip_state_dict: dict[str, torch.Tensor] | None, t_size: int,
+                     mergeclip: bool) -> InternVideoCLIP:
+    if clip_state_dict is None:
+        raise ValueError("the InternVideo model needs --pretrained_path or a CLIP state dict to start from")
+    if mergeclip:
+        logger.warning("--mergeclip ignored: there is no InternVideo checkpoint to merge CLIP into")
+    state_dict = clip_to_internvideo_names(clip_state_dict)
+    model = InternVideoCLIP(evl_config_from_clip(config_from_state_dict(_plain_clip(clip_state_dict)), t_size))
+    state_dict = inflate_to_shapes(state_dict, {k: v.shape for k, v in model.state_dict().items()})
+    logger.warning("no InternVideo checkpoint: starting from CLIP, temporal module freshly initialised")
+    load_evl_state_dict(model, state_dict, "CLIP state dict", strict=True, allowed_missing=EVL_ONLY_PREFIXES)
+    return model.float()
