@@ -79,11 +79,6 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on at least one rank."""
-    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
-
-
 def gather_rows(tensor: torch.Tensor) -> list[torch.Tensor]:
     """All-gather tensors whose first dimension differs between ranks; one entry per rank."""
     if not is_dist():

@@ -79,9 +79,6 @@ def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: 
 # ---------------------------------------------------------------------------- training
 def train_loader(args: argparse.Namespace, info: DistInfo, dataset) -> DataLoader:
     per_rank = args.batch_size // args.gradient_accumulation_steps // info.world_size
-    if per_rank < 1:
-        raise ValueError(f"--batch_size {args.batch_size} is too small for {info.world_size} processes "
-                         f"x {args.gradient_accumulation_steps} accumulation steps")
     common = dict(num_workers=args.num_thread_reader, pin_memory=info.device.type == "cuda",
                   persistent_workers=args.num_thread_reader > 0)
     if args.twin_batches:
@@ -131,7 +128,24 @@ def train(model, args: argparse.Namespace, info: DistInfo) -> None:
         logger.info("best text-to-video R@1 on the %s split: %.2f", val_subset, state.best_score)
 
 
+def check_before_work(args: argparse.Namespace, info: DistInfo) -> None:
+    """Errors that would otherwise surface only after the model is built or an epoch has run."""
+    for name in ("data_path", "features_path") + (("train_csv",) if args.do_train and args.datatype == "msrvtt" else ()):
+        if not Path(getattr(args, name)).exists():
+            raise FileNotFoundError(f"--{name} {getattr(args, name)} does not exist")
+    if args.do_train:
+        group = args.gradient_accumulation_steps * info.world_size
+        if args.batch_size % group:
+            raise ValueError(f"--batch_size {args.batch_size} is not divisible by {info.world_size} processes x "
+                             f"{args.gradient_accumulation_steps} accumulation steps")
+    if args.resume_model and not Path(args.resume_model).exists():
+        raise FileNotFoundError(f"--resume_model {args.resume_model} does not exist")
+    if args.init_model and not Path(args.init_model).exists():
+        raise FileNotFoundError(f"--init_model {args.init_model} does not exist")
+
+
 def run(args: argparse.Namespace, info: DistInfo) -> None:
+    check_before_work(args, info)
     output_dir = Path(args.output_dir)
     setup_logging(output_dir, info)
     logger.info("arguments: %s", " ".join(f"--{k}={v}" for k, v in sorted(vars(args).items())))

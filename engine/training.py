@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from engine.distributed import DistInfo, all_reduce_sum, any_rank
+from engine.distributed import DistInfo, all_reduce_sum
 from modules.optimization import clamp_logit_scale, current_lrs
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,16 @@ class Trainer:
             return self.train_model.no_sync()
         return nullcontext()
 
+    def _global_loss(self, loss: torch.Tensor) -> tuple[float, bool]:
+        """The loss of the whole global batch (mean of the ranks' shares, each of which is
+        scaled to the full loss) and whether any rank's loss is NaN or inf, in one all-reduce:
+        every rank then skips the same steps."""
+        value = loss.detach().float().reshape(1)
+        finite = torch.isfinite(value)
+        stats = torch.cat([torch.where(finite, value, torch.zeros_like(value)), (~finite).float()])
+        stats = all_reduce_sum(stats)
+        return stats[0].item() / self.info.world_size, bool(stats[1].item() > 0)
+
     # ------------------------------------------------------------------ optimizer step
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
@@ -85,7 +95,7 @@ class Trainer:
     def _skip_bad_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.bad_in_a_row += 1
-        logger.warning("non-finite loss (%s) at step %d: step skipped (%d in a row)",
+        logger.warning("non-finite loss (%s on this rank) at step %d: step skipped (%d in a row)",
                        loss.item(), self.state.global_step, self.state.bad_in_a_row)
         if self.state.bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
             raise NonFiniteLossError(f"{MAX_BAD_STEPS_IN_A_ROW} non-finite losses in a row: stopping. "
@@ -109,11 +119,12 @@ class Trainer:
             replaced += int(batch.get("replaced", torch.zeros(1)).sum())
             last = (micro + 1) % self.accum == 0
             loss = self._forward(batch)
-            bad = bad or any_rank(not torch.isfinite(loss).all().item(), self.info.device)
+            global_loss, nonfinite = self._global_loss(loss)
+            bad = bad or nonfinite
             if not bad:
                 with self._sync_context(last):
                     self.scaler.scale(loss / self.accum).backward()
-                micro_losses.append(loss.item())
+                micro_losses.append(global_loss)
             size = batch["input_ids"].shape[0] * self.info.world_size
             samples += size
             window_samples += size
