@@ -109,8 +109,7 @@ def _window(num_frames: int, fps: float, start: float | None, end: float | None)
 
 def _no_frame(num_frames: int, fps: float, start: float | None, end: float | None) -> ValueError:
     return ValueError(
-        f"no frame inside [start={start}, end={end}] s (video: {num_frames} frames at {fps:.3f} fps, "
-        f"{num_frames / fps:.3f} s)"
+        f"no frame inside [start={start}, end={end}] s (video: {num_frames} frames at {fps:.3f} fps, {num_frames / fps:.3f} s)"
     )
 
 
@@ -314,9 +313,7 @@ def _decode_with_pyav(path: Path, start, end, sampling, rng, first_error: BaseEx
                     path,
                     f"truncated or corrupt stream (header says {promised} frames, stream ends after {short.decoded})",
                 ) from None
-            logger.warning(
-                "%s: header says %d frames, stream has %d; sampling again", path, source.num_frames, short.decoded
-            )
+            logger.warning("%s: header says %d frames, stream has %d; sampling again", path, source.num_frames, short.decoded)
             source.close()
             source = _PyAVSource(path)
             source.num_frames = short.decoded

@@ -141,9 +141,7 @@ def test_no_frame_in_window_is_an_error(start, end):
         sample_frame_indices(300, 30.0, start, end)
 
 
-@pytest.mark.parametrize(
-    "bad", [dict(max_frames=0), dict(feature_framerate=0), dict(slice_framepos=3), dict(frame_order=-1)]
-)
+@pytest.mark.parametrize("bad", [dict(max_frames=0), dict(feature_framerate=0), dict(slice_framepos=3), dict(frame_order=-1)])
 def test_sampling_validation(bad):
     with pytest.raises(ValueError):
         FrameSampling(**bad)
@@ -210,9 +208,7 @@ def test_fixed_frames_repeat_on_short_clip(videos):
 
 def test_reverse_and_shuffle_on_decoded_clip(videos):
     path = videos["h264_2997"]
-    forward = [
-        vf.read_code_normalized(v) for v in read_clip(path, sampling=FrameSampling(image_resolution=RES))[0][:10]
-    ]
+    forward = [vf.read_code_normalized(v) for v in read_clip(path, sampling=FrameSampling(image_resolution=RES))[0][:10]]
     rev_video, rev_mask = read_clip(path, sampling=FrameSampling(image_resolution=RES, frame_order=1))
     assert rev_mask.tolist() == [1] * 10 + [0] * 2
     assert [vf.read_code_normalized(v) for v in rev_video[:10]] == forward[::-1]

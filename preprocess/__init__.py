@@ -1,0 +1,1 @@
+"""Offline preprocessing tools (video compression)."""
