@@ -3,12 +3,20 @@
 One call, :func:`read_clip`, turns a video file (or a time window of it) into the tensor the
 model eats: ``float32 [max_frames, 3, S, S]`` plus an ``int64 [max_frames]`` frame mask.
 
-Decoding. decord decodes; only the sampled frames are decoded (``get_batch`` on the sorted,
-unique indices: decord seeks to the nearest key frame and decodes forward). Where decord is
-not installed or fails on a file (decord 0.6.0 cannot open AV1, for one), PyAV decodes that
-file and a warning names it. PyAV decodes forward from the start and converts to RGB only
-the frames that are used, stopping after the last one (measured faster than seeking for
-clips up to a minute; see ``bench/bench_video.py``).
+Decoding (only the sampled frames). PyAV decodes by default: it indexes frames as decord
+does (frame i = i-th packet in timestamp order), seeks to the key frame before a wanted
+frame when needed, has the decoder skip non-reference frames nobody asked for, and converts
+only wanted frames to RGB. Without usable timestamps (AVI, missing or repeated pts) it
+decodes forward from the start and counts frames.
+
+``VIDEO_READER_BACKEND=decord`` selects decord (``get_batch`` on the sorted indices), which
+CLIP4Clip/InternVideo use; where decord is not installed or fails on a file (decord 0.6.0
+cannot open AV1, for one), PyAV decodes that file and a warning names it. PyAV is the
+default because decord 0.6.0 returns wrong frames, silently, after seeking in HEVC with open
+GOPs (x265's default: asked for frame 60, it gives 63) and in AVI with B-frames (MPEG-4
+part 2 and H.264; AVI files go to PyAV under either backend), and because PyAV takes about
+0.7x decord's CPU time on H.264 with B-frames (``bench/RESULTS.md``). Both backends give
+the same frames where decord is right (tests).
 
 Sampling rule (:func:`sample_frame_indices`), with ``fps`` the stream's average frame rate,
 ``N`` its frame count and ``r = feature_framerate`` (may be fractional, e.g. 0.5):
@@ -57,9 +65,11 @@ logger = logging.getLogger(__name__)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# decord's internal ffmpeg threads. 1 keeps DataLoader workers from oversubscribing the
-# CPU; decoding a dozen frames gains little from frame threads anyway.
-DECORD_THREADS = int(os.environ.get("VIDEO_READER_DECORD_THREADS", "1"))
+# Decoder threads (decord and PyAV). 1 keeps DataLoader workers from oversubscribing the
+# CPU; the loader's parallelism is its workers.
+DECODE_THREADS = int(os.environ.get("VIDEO_READER_THREADS", "1"))
+# "pyav" (default) or "decord" (PyAV where decord fails or for AVI); see the module doc.
+BACKEND = os.environ.get("VIDEO_READER_BACKEND", "pyav").lower()
 
 _EPS = 1e-6  # absorbs float error in t * fps and (e - s) * r
 
@@ -184,7 +194,7 @@ class _DecordSource:
     name = "decord"
 
     def __init__(self, path: Path):
-        self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=DECORD_THREADS)
+        self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=DECODE_THREADS)
         self.num_frames = len(self.reader)
         self.fps = float(self.reader.get_avg_fps())
 
@@ -203,16 +213,49 @@ class _ShortStream(Exception):
         self.decoded = decoded
 
 
+class _NoTimestamps(Exception):
+    """Frames or packets without usable timestamps: index frames by counting instead."""
+
+
 def _header_slack(promised: int) -> int:
     """Frames a header may overstate (AVI indexes, edit lists) before the file counts as truncated."""
     return max(2, promised // 100)
 
 
-class _PyAVSource:
-    """PyAV, decoding forward from the start and converting only the frames asked for.
+# Decoders that honour AVCodecContext.skip_frame packet by packet (the frame-code tests
+# check each): non-reference frames nobody asked for are not decoded.
+_SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp9"})
 
-    The frame count is the header's when it has one (mp4, avi), else the number of video
-    packets (matroska/webm have no count; demuxing without decoding is cheap).
+
+def _scan_packets(path: Path) -> tuple[list, list, int, float, str]:
+    """(pts of each video packet in decode order, their key-frame flags, header frame count, fps,
+    container format name)."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        if not rate:
+            raise ValueError("unknown frame rate")
+        pts, keys = [], []
+        for packet in container.demux(stream):
+            if packet.size:
+                pts.append(packet.pts)
+                keys.append(packet.is_keyframe)
+        return pts, keys, stream.frames, float(rate), container.format.name
+
+
+class _PyAVSource:
+    """PyAV, indexing frames the way decord does: frame i is the i-th packet in pts order.
+
+    A first pass demuxes the packets (no decoding) for their timestamps and key-frame flags.
+    To reach a wanted frame it seeks to the key frame before it, unless the frames decoded
+    so far already lead there, then decodes forward; the decoder skips non-reference frames
+    that are not wanted (h264, hevc, mpeg4, vp9: in B-frame-heavy H.264 half the frames).
+    Only wanted frames are converted to RGB. Without usable timestamps (missing or repeated
+    pts) it decodes forward from the start and counts frames.
     """
 
     name = "PyAV"
@@ -220,35 +263,79 @@ class _PyAVSource:
     def __init__(self, path: Path):
         import av
 
+        pts, keys, self.header_frames, self.fps, container_format = _scan_packets(path)
+        self.num_frames = len(pts) if pts else self.header_frames
+        self.pts = None
+        # AVI stores no presentation timestamps (its packet times are decode order), so with
+        # B-frames the pts of AVI frames name the wrong frames: count decoded frames instead.
+        usable = "avi" not in container_format.split(",")
+        if usable and pts and None not in pts and len(set(pts)) == len(pts):
+            order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+            self.pts = np.asarray(pts, dtype=np.int64)[order]  # rank -> pts
+            self.rank = {int(p): r for r, p in enumerate(self.pts)}
+            self.keys = np.flatnonzero(np.asarray(keys)[order])  # ranks of key frames
         self.path = path
+        self._open = av.open
         self.container = av.open(str(path))
-        if not self.container.streams.video:
-            self.container.close()
-            raise ValueError("no video stream")
-        stream = self.container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        if not rate:
-            self.container.close()
-            raise ValueError("unknown frame rate")
-        self.fps = float(rate)
-        self.num_frames = stream.frames or self._count_packets()
 
     def _stream(self):
-        return self.container.streams.video[0]
+        stream = self.container.streams.video[0]
+        stream.codec_context.thread_count = DECODE_THREADS
+        return stream
 
-    def _count_packets(self) -> int:
-        count = sum(1 for packet in self.container.demux(self._stream()) if packet.size)
-        self.container.seek(0)
-        return count
+    def _key_before(self, rank: int) -> int:
+        i = int(np.searchsorted(self.keys, rank, side="right")) - 1
+        return int(self.keys[i]) if i >= 0 else 0
 
     def get(self, indices: np.ndarray) -> np.ndarray:
+        if self.pts is not None:
+            try:
+                return self._get_by_pts(indices)
+            except _NoTimestamps:
+                self.container.close()
+                self.container = self._open(str(self.path))
+        return self._get_counting(indices)
+
+    def _get_by_pts(self, indices: np.ndarray) -> np.ndarray:
         stream = self._stream()
-        stream.thread_type = "AUTO"
+        context = stream.codec_context
+        skip = context.name in _SKIP_NONREF_CODECS
+        wanted = set(indices.tolist())
+        frames: dict[int, np.ndarray] = {}
+        packets, frontier, shown = None, -1, -1
+        for target in indices.tolist():
+            key = self._key_before(target)
+            if packets is None or frontier < key:  # nothing decoded so far leads to target
+                if packets is not None or key > 0:
+                    self.container.seek(int(self.pts[key]), stream=stream)
+                packets, frontier, shown = self.container.demux(stream), -1, -1
+            for packet in packets:
+                if packet.pts is not None:
+                    rank = self.rank.get(packet.pts)
+                    if rank is None:
+                        raise _NoTimestamps
+                    frontier = max(frontier, rank)
+                    if skip:
+                        context.skip_frame = "DEFAULT" if rank in wanted else "NONREF"
+                for frame in packet.decode():
+                    rank = self.rank.get(frame.pts) if frame.pts is not None else None
+                    if rank is None or rank <= shown:  # frames come out in presentation order
+                        raise _NoTimestamps
+                    shown = rank
+                    if rank in wanted and rank not in frames:
+                        frames[rank] = frame.to_ndarray(format="rgb24")
+                if target in frames:
+                    break
+            if target not in frames:
+                raise VideoDecodeError(self.path, f"truncated or corrupt stream (frame {target} could not be decoded)")
+        return np.stack([frames[i] for i in indices.tolist()])
+
+    def _get_counting(self, indices: np.ndarray) -> np.ndarray:
         wanted = set(indices.tolist())
         last = max(wanted)
         frames: dict[int, np.ndarray] = {}
         position = -1
-        for position, frame in enumerate(self.container.decode(stream)):
+        for position, frame in enumerate(self.container.decode(self._stream())):
             if position in wanted:
                 frames[position] = frame.to_ndarray(format="rgb24")
             if position >= last:
@@ -267,13 +354,24 @@ _warned_no_decord = False
 def _warn_no_decord() -> None:
     global _warned_no_decord
     if not _warned_no_decord:
-        logger.warning("decord is not installed; videos are decoded with PyAV (slower)")
+        logger.warning("VIDEO_READER_BACKEND=decord but decord is not installed; videos are decoded with PyAV")
         _warned_no_decord = True
 
 
 def _short(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _is_avi(path: Path) -> bool:
+    """An AVI file (by its RIFF header, whatever its name).
+
+    decord 0.6.0 returns wrong frames after seeking in AVI files with B-frames (MPEG-4 part 2
+    and H.264 alike; see tests), so AVI goes to PyAV, which counts frames, under either backend.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[:4] == b"RIFF" and head[8:12] == b"AVI "
 
 
 def _check_file(path: Path) -> None:
@@ -290,9 +388,10 @@ def _decode(source, path: Path, start, end, sampling, rng) -> tuple[np.ndarray, 
         indices = sample_frame_indices(source.num_frames, source.fps, start, end, sampling, rng)
     except ValueError as err:
         raise VideoDecodeError(path, str(err)) from err
+    if np.all(np.diff(indices) > 0):  # the usual case: in time order, no repeats
+        return source.get(indices), indices
     unique, inverse = np.unique(indices, return_inverse=True)
-    frames = source.get(unique)
-    return frames[inverse], indices
+    return source.get(unique)[inverse], indices
 
 
 def _decode_with_pyav(path: Path, start, end, sampling, rng, first_error: BaseException | None):
@@ -304,6 +403,11 @@ def _decode_with_pyav(path: Path, start, end, sampling, rng, first_error: BaseEx
             reason += f"; decord: {_short(first_error)}"
         raise VideoDecodeError(path, reason) from err
     try:
+        promised = source.header_frames
+        if promised and promised - source.num_frames > _header_slack(promised):
+            raise VideoDecodeError(
+                path, f"truncated or corrupt stream (header says {promised} frames, file holds {source.num_frames})"
+            )
         try:
             return _decode(source, path, start, end, sampling, rng)
         except _ShortStream as short:
@@ -316,7 +420,7 @@ def _decode_with_pyav(path: Path, start, end, sampling, rng, first_error: BaseEx
             logger.warning("%s: header says %d frames, stream has %d; sampling again", path, source.num_frames, short.decoded)
             source.close()
             source = _PyAVSource(path)
-            source.num_frames = short.decoded
+            source.pts, source.num_frames = None, short.decoded
             return _decode(source, path, start, end, sampling, rng)
     except VideoDecodeError:
         raise
@@ -342,7 +446,9 @@ def read_frames_uint8(
     _check_file(path)
     source = None
     decord_error: BaseException | None = None
-    if decord is not None:
+    if BACKEND != "decord" or _is_avi(path):
+        pass
+    elif decord is not None:
         try:
             source = _DecordSource(path)
         except Exception as err:  # decord raises RuntimeError and its own DECORDError
@@ -375,11 +481,13 @@ def _normalize_constants(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor
     return scale, shift
 
 
-def transform_clip(frames: torch.Tensor, size: int) -> torch.Tensor:
+def transform_clip(frames: torch.Tensor, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float32 [T, 3, size, size]: CLIP's Resize(bicubic), CenterCrop, Normalize.
 
     The resize runs on uint8 and returns uint8 (rounded, clamped), as PIL's does in
-    CLIP4Clip's per-frame transform; the whole clip goes through each op at once.
+    CLIP4Clip's per-frame transform; the whole clip goes through each op at once. The
+    float result is written into ``out`` (a fresh tensor when None) in place: one
+    conversion copy and two in-place passes, no temporaries.
     """
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
@@ -387,8 +495,10 @@ def transform_clip(frames: torch.Tensor, size: int) -> torch.Tensor:
     if min(x.shape[-2:]) != size:
         x = TF.resize(x, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
     x = TF.center_crop(x, [size, size])
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32)
     scale, shift = _normalize_constants(torch.float32)
-    return (x.float() * scale - shift).contiguous()
+    return out.copy_(x).mul_(scale).sub_(shift)
 
 
 def read_clip(
@@ -406,9 +516,10 @@ def read_clip(
     sampling = sampling or FrameSampling()
     frames, _ = read_frames_uint8(path, start, end, sampling, rng)
     size = sampling.image_resolution
-    video = torch.zeros(sampling.max_frames, 3, size, size, dtype=torch.float32)
+    video = torch.empty(sampling.max_frames, 3, size, size, dtype=torch.float32)
     n = frames.shape[0]
-    video[:n] = transform_clip(frames, size)
+    transform_clip(frames, size, out=video[:n])
+    video[n:] = 0
     mask = torch.zeros(sampling.max_frames, dtype=torch.int64)
     mask[:n] = 1
     return video, mask

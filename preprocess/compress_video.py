@@ -18,6 +18,8 @@ What it does, and how it differs from the published script:
   10 s.)
 * H.264 (libx264, yuv420p, ``--crf``/``--preset``, ffmpeg's defaults 23/medium as the
   published script got), first video stream only, no audio, subtitles or data streams.
+  In AVI without B-frames (``-bf 0``): AVI has no presentation timestamps, and decord
+  returns wrong frames after seeking in AVI with B-frames.
 * Names: the output keeps the input's name and a container that matches its extension
   (``.mp4``/``.m4v`` mp4 with the index up front, ``.mov`` mov, ``.mkv`` matroska, ``.avi``
   avi, ``.flv`` flv, ``.3gp`` 3gp), because loaders find videos by name (MSR-VTT
@@ -177,6 +179,8 @@ def ffmpeg_command(ffmpeg: str, job: Job, settings: Settings, input_fps: float |
     cmd += ["-threads", str(settings.threads)]
     if job.muxer == "mp4":
         cmd += ["-movflags", "+faststart"]
+    if job.muxer == "avi":  # AVI has no presentation timestamps: B-frames make seeking readers wrong
+        cmd += ["-bf", "0"]
     cmd += ["-f", job.muxer, f"file:{job.tmp}"]
     return cmd
 

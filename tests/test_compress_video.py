@@ -138,6 +138,18 @@ def test_video_reader_reads_compressed_output(compressed):
     assert [vf.read_code(f) for f in frames] == [0, 24, 48, 72, 96]
 
 
+def test_avi_output_has_no_bframes_so_decord_seeks_right(compressed):
+    import decord
+
+    base, _ = compressed
+    path = base / "out" / "-lead.avi"
+    with av.open(str(path)) as c:
+        assert {int(f.pict_type) for f in c.decode(video=0)} <= {1, 2}  # AV_PICTURE_TYPE_I, _P: no B
+    reader = decord.VideoReader(str(path))
+    asked = [3, 9, 14]  # 25 fps input: output frame k shows input round(k * 25 / 3)
+    assert [vf.read_code(f) for f in reader.get_batch(asked).asnumpy()] == [25, 75, 117]
+
+
 def test_rerun_skips_finished_outputs(compressed):
     base, _ = compressed
     out = base / "out"

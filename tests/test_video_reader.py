@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -149,7 +150,17 @@ def test_sampling_validation(bad):
 
 # ----------------------------------------------------------------------------- decoded frames
 
-CODED = ["h264_2997", "h264_24_portrait", "mpeg4_25_odd", "vp9_24_odd", "hevc_30", "av1_25", "short_30"]
+CODED = [
+    "h264_2997",
+    "h264_24_portrait",
+    "mpeg4_25_odd",
+    "mpeg4_bframes",
+    "h264_bframes_avi",
+    "vp9_24_odd",
+    "hevc_30",
+    "av1_25",
+    "short_30",
+]
 SAMPLINGS = [
     FrameSampling(max_frames=12),
     FrameSampling(max_frames=5, feature_framerate=4, slice_framepos=2),
@@ -158,8 +169,16 @@ SAMPLINGS = [
 ]
 
 
+@pytest.fixture(params=["decord", "pyav"])
+def backend(request, monkeypatch):
+    monkeypatch.setattr(vr, "BACKEND", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("name", CODED)
-def test_decoded_frames_are_the_named_ones(videos, name):
+def test_decoded_frames_are_the_named_ones(videos, name, backend):
+    if backend == "decord" and name == "hevc_30":
+        pytest.skip("decord mis-seeks in open-GOP HEVC: test_decord_mis_seeks_where_pyav_does_not")
     spec = spec_of(name)
     for sampling in SAMPLINGS:
         frames, indices = read_frames_uint8(videos[name], sampling=sampling)
@@ -231,7 +250,7 @@ def test_reverse_and_shuffle_on_decoded_clip(videos):
         (12.0, 48.0, FrameSampling(max_frames=8, fixed_frames=True)),
     ],
 )
-def test_long_video_windows(long_path, start, end, sampling):
+def test_long_video_windows(long_path, start, end, sampling, backend):
     spec = vf.LONG
     sampling.image_resolution = RES
     expected = oracle(
@@ -281,7 +300,16 @@ def test_transform_matches_clip4clip_pil_pipeline():
 # ----------------------------------------------------------------------------- backends
 
 
-@pytest.mark.parametrize("name", ["h264_2997", "mpeg4_25_odd", "vp9_24_odd", "hevc_30"])
+@pytest.fixture
+def decord_backend(monkeypatch):
+    monkeypatch.setattr(vr, "BACKEND", "decord")
+
+
+def test_pyav_is_the_default():
+    assert vr.BACKEND == "pyav" or os.environ.get("VIDEO_READER_BACKEND")
+
+
+@pytest.mark.parametrize("name", ["h264_2997", "mpeg4_25_odd", "vp9_24_odd", "short_30"])
 def test_decord_and_pyav_agree(videos, name):
     path = videos[name]
     decord_src, pyav_src = vr._DecordSource(path), vr._PyAVSource(path)
@@ -293,7 +321,17 @@ def test_decord_and_pyav_agree(videos, name):
     assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.1
 
 
-def test_av1_falls_back_to_pyav_with_warning(videos, caplog):
+@pytest.mark.parametrize("name,asked", [("hevc_30", [0, 60]), ("h264_bframes_avi", [0, 25, 50, 75])])
+def test_decord_mis_seeks_where_pyav_does_not(videos, name, asked):
+    """Why PyAV is the default (and AVI never goes to decord): decord 0.6.0 silently returns
+    other frames after seeking in open-GOP HEVC (60 -> 63 here) and in AVI with B-frames."""
+    decord_src, pyav_src = vr._DecordSource(videos[name]), vr._PyAVSource(videos[name])
+    assert [vf.read_code(f) for f in decord_src.get(np.array(asked))] != asked
+    assert [vf.read_code(f) for f in pyav_src.get(np.array(asked))] == asked
+    pyav_src.close()
+
+
+def test_av1_falls_back_to_pyav_with_warning(videos, caplog, decord_backend):
     path = videos["av1_25"]
     with caplog.at_level(logging.WARNING, logger=vr.__name__):
         frames, indices = read_frames_uint8(path, sampling=FrameSampling(max_frames=3))
@@ -301,7 +339,7 @@ def test_av1_falls_back_to_pyav_with_warning(videos, caplog):
     assert any("PyAV" in r.message and str(path) in r.message for r in caplog.records)
 
 
-def test_decord_read_failure_falls_back(videos, caplog, monkeypatch):
+def test_decord_read_failure_falls_back(videos, caplog, monkeypatch, decord_backend):
     def broken(self, indices):
         raise RuntimeError("simulated decord failure")
 
@@ -312,7 +350,7 @@ def test_decord_read_failure_falls_back(videos, caplog, monkeypatch):
     assert any("simulated decord failure" in r.message for r in caplog.records)
 
 
-def test_without_decord_pyav_decodes(videos, caplog, monkeypatch):
+def test_without_decord_pyav_decodes(videos, caplog, monkeypatch, decord_backend):
     monkeypatch.setattr(vr, "decord", None)
     monkeypatch.setattr(vr, "_warned_no_decord", False)
     sampling = FrameSampling(max_frames=2, slice_framepos=2, image_resolution=RES)
@@ -329,6 +367,7 @@ def test_pyav_resamples_when_header_overstates_frames(videos, monkeypatch, caplo
 
     def lying_header(self, path):
         original(self, path)
+        self.pts = None  # no timestamps: frames are counted
         self.num_frames += 2  # within the slack a header may overstate
 
     monkeypatch.setattr(vr._PyAVSource, "__init__", lying_header)

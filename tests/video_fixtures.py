@@ -139,15 +139,24 @@ class VideoSpec:
 
 
 X264 = {"preset": "veryfast", "crf": "18"}  # veryfast keeps B-frames: tests frame reordering
+# Short GOPs (g / keyint) so that seeking to key frames is exercised; x265 keeps its open GOPs.
 SPECS: dict[str, VideoSpec] = {
-    "h264_2997": VideoSpec("h264_2997.mp4", "libx264", Fraction(30000, 1001), 64, 48, 300, X264),
+    "h264_2997": VideoSpec("h264_2997.mp4", "libx264", Fraction(30000, 1001), 64, 48, 300, {**X264, "g": "40"}),
     "h264_24_portrait": VideoSpec("h264 24 portrait.mp4", "libx264", Fraction(24), 40, 72, 120, X264),
     "mpeg4_25_odd": VideoSpec("mpeg4_25_odd.avi", "mpeg4", Fraction(25), 65, 49, 125, {"qscale": "3"}),
-    "vp9_24_odd": VideoSpec("vp9_24_odd.webm", "libvpx-vp9", Fraction(24), 49, 67, 72, {"crf": "20", "b": "0"}),
+    "mpeg4_bframes": VideoSpec("mpeg4_bframes.avi", "mpeg4", Fraction(25), 64, 48, 100, {"qscale": "3", "bf": "2"}),
+    "h264_bframes_avi": VideoSpec("h264_bframes.avi", "libx264", Fraction(25), 64, 48, 100, {**X264, "g": "30"}),
+    "vp9_24_odd": VideoSpec("vp9_24_odd.webm", "libvpx-vp9", Fraction(24), 49, 67, 72, {"crf": "20", "b": "0", "g": "20"}),
     "hevc_30": VideoSpec(
-        "hevc_30.mp4", "libx265", Fraction(30), 64, 48, 90, {"preset": "ultrafast", "x265-params": "log-level=error"}
+        "hevc_30.mp4",
+        "libx265",
+        Fraction(30),
+        64,
+        48,
+        90,
+        {"preset": "ultrafast", "x265-params": "log-level=error:keyint=20:min-keyint=20:bframes=3"},
     ),
-    "av1_25": VideoSpec("av1_25.mkv", "libsvtav1", Fraction(25), 64, 48, 60, {"preset": "12", "crf": "20"}),
+    "av1_25": VideoSpec("av1_25.mkv", "libsvtav1", Fraction(25), 64, 48, 60, {"preset": "12", "crf": "20", "g": "16"}),
     "red": VideoSpec("red.mp4", "libx264", Fraction(25), 64, 48, 10, X264, color=(255, 0, 0)),
     "short_30": VideoSpec("short_30.mp4", "libx264", Fraction(30), 64, 64, 20, X264),
 }
