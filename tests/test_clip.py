@@ -59,7 +59,8 @@ def _reduced_open_clip(
     return OpenCLIP(embed_dim, vision, text, quick_gelu=True)
 
 
-def _compare_with_open_clip(reference: torch.nn.Module, image_size: int) -> tuple[CLIP, float, float]:
+def _compare_with_open_clip(reference: torch.nn.Module, image_size: int, n_images: int = 2,
+                            captions: list[str] = CAPTIONS) -> tuple[CLIP, float, float]:
     """Load `reference`'s state dict into ours; return it and the max |diff| of image and
     text embeddings."""
     torch.manual_seed(0)
@@ -67,8 +68,8 @@ def _compare_with_open_clip(reference: torch.nn.Module, image_size: int) -> tupl
     state = reference.state_dict()
     ours = build_clip(state).eval()
     assert set(ours.state_dict()) == set(state)
-    images = torch.randn(2, 3, image_size, image_size)
-    ids = clip_tokenize(CAPTIONS)
+    images = torch.randn(n_images, 3, image_size, image_size)
+    ids = clip_tokenize(captions)
     with torch.no_grad():
         d_img = (ours.encode_image(images) - reference.encode_image(images)).abs().max().item()
         d_txt = (ours.encode_text(ids) - reference.encode_text(ids)).abs().max().item()
@@ -84,7 +85,8 @@ def test_vit_b32_matches_open_clip() -> None:
     """Full-depth ViT-B/32. open_clip's 'ViT-B-32' differs only by nn.GELU in place of
     QuickGELU (same keys); OpenAI's weights, and ours, are 'ViT-B-32-quickgelu'."""
     quick = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
-    _, d_img, d_txt = _compare_with_open_clip(quick, 224)
+    # Full depth is slow on 2 CPU cores: one image, a short and a truncated caption.
+    _, d_img, d_txt = _compare_with_open_clip(quick, 224, n_images=1, captions=CAPTIONS[::3])
     assert d_img < ATOL and d_txt < ATOL, (d_img, d_txt)
 
 
@@ -114,6 +116,20 @@ def test_short_text_equals_padded_text() -> None:
         short, hidden_short = model.encode_text(ids[:, :32], return_hidden=True)
     torch.testing.assert_close(short, full, atol=1e-6, rtol=0)
     torch.testing.assert_close(hidden_short, hidden_full[:, :32], atol=1e-6, rtol=0)
+
+
+def test_linear_patch_3d_starts_equal_to_2d() -> None:
+    """build_clip allocates on the meta device; the inflated conv2 must still be loaded, and
+    at initialisation the 3D patch (conv1 in the middle slot) equals per-frame 2D patches."""
+    torch.manual_seed(0)
+    state = CLIP(TINY).state_dict()
+    flat, temporal = build_clip(state).eval(), build_clip(state, linear_patch="3d").eval()
+    frames = torch.randn(2 * 3, 3, 32, 32)  # 2 videos x 3 frames
+    with torch.no_grad():
+        torch.testing.assert_close(temporal.encode_image(frames, video_frame=3), flat.encode_image(frames),
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="video_frame"):
+        temporal.encode_image(frames)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
