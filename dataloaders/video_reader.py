@@ -55,11 +55,6 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-try:  # decord is optional: PyAV is the fallback
-    import decord
-except ImportError:  # pragma: no cover - depends on the environment
-    decord = None
-
 logger = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -189,11 +184,12 @@ def sample_frame_indices(
 
 
 class _DecordSource:
-    """decord.VideoReader: exact frame count from the container, frame-accurate get_batch."""
+    """decord.VideoReader: frame count from the container, get_batch (see the module doc for where it is wrong)."""
 
     name = "decord"
 
     def __init__(self, path: Path):
+        decord = load_decord()
         self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=DECODE_THREADS)
         self.num_frames = len(self.reader)
         self.fps = float(self.reader.get_avg_fps())
@@ -348,6 +344,24 @@ class _PyAVSource:
         self.container.close()
 
 
+_decord_state: dict[str, object] = {}
+
+
+def load_decord():
+    """The decord module, or None when it is not installed.
+
+    Imported on first use only: decord 0.6.0 bundles its own FFmpeg and libvpx, and once it
+    is loaded PyAV's libvpx-vp9 encoder fails to open in the same process.
+    """
+    if "module" not in _decord_state:
+        try:
+            import decord
+        except ImportError:
+            decord = None
+        _decord_state["module"] = decord
+    return _decord_state["module"]
+
+
 _warned_no_decord = False
 
 
@@ -448,7 +462,7 @@ def read_frames_uint8(
     decord_error: BaseException | None = None
     if BACKEND != "decord" or _is_avi(path):
         pass
-    elif decord is not None:
+    elif load_decord() is not None:
         try:
             source = _DecordSource(path)
         except Exception as err:  # decord raises RuntimeError and its own DECORDError

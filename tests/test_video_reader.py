@@ -351,7 +351,7 @@ def test_decord_read_failure_falls_back(videos, caplog, monkeypatch, decord_back
 
 
 def test_without_decord_pyav_decodes(videos, caplog, monkeypatch, decord_backend):
-    monkeypatch.setattr(vr, "decord", None)
+    monkeypatch.setattr(vr, "load_decord", lambda: None)
     monkeypatch.setattr(vr, "_warned_no_decord", False)
     sampling = FrameSampling(max_frames=2, slice_framepos=2, image_resolution=RES)
     with caplog.at_level(logging.WARNING, logger=vr.__name__):
@@ -362,7 +362,6 @@ def test_without_decord_pyav_decodes(videos, caplog, monkeypatch, decord_backend
 
 
 def test_pyav_resamples_when_header_overstates_frames(videos, monkeypatch, caplog):
-    monkeypatch.setattr(vr, "decord", None)
     original = vr._PyAVSource.__init__
 
     def lying_header(self, path):
