@@ -17,7 +17,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from engine import builders
 from engine.distributed import DistInfo, barrier
-from engine.evaluation import encode_items, format_results, retrieval_metrics, similarity_matrix, write_json_atomic
+from engine.evaluation import (
+    encode_items,
+    format_results,
+    format_temporal,
+    retrieval_metrics,
+    similarity_matrix,
+    synthetic_meta_beside,
+    temporal_metrics,
+    write_json_atomic,
+)
 from engine.training import Trainer, TrainState, autocast_for
 
 logger = logging.getLogger("retrieval")
@@ -72,6 +81,11 @@ def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: 
                    world_size=info.world_size)
     logger.info("%s on %s %s (%d captions, %d videos):\n%s", tag, args.datatype, subset, len(texts),
                 len(videos), format_results(results))
+    meta = synthetic_meta_beside(args.data_path)
+    temporal = meta and temporal_metrics(sim, np.asarray(split.caption_video), split.video_ids, meta)
+    if temporal:  # the synthetic benchmark: direction / order twins
+        results["temporal"] = temporal
+        logger.info("%s temporal report:\n%s", tag, format_temporal(temporal))
     write_json_atomic(Path(args.output_dir) / f"results_{subset}_{tag}.json", results)
     return results
 
