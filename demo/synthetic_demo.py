@@ -27,7 +27,7 @@ and OpenAI's tokenizer, from random weights, frames of 32 px as one 32x32 patch;
   twins stayed at 50% (runs of 250 to 760 steps: learning rate 5e-4 to 2e-3, seqTransf or
   seqLSTM, 8x8, 16x16 or 32x32 patches, logit scale 14 or 50);
 - one 32x32 patch: the patch embedding is a linear map of the whole frame, so where the
-  shape is is linearly readable from the first step (R^2 0.4-0.6 across colours at
+  shape is is linearly readable from the first step (R^2 0.36-0.61 across colours at
   initialisation, about 0 with 8x8 patches), and a frame is 2 tokens instead of 17.
 
 ``bench/bench_synthetic.py`` runs the same pipeline on a longer schedule.
