@@ -123,7 +123,8 @@ def train(model, args: argparse.Namespace, info: DistInfo) -> None:
     train_model = model
     if info.enabled:
         device_ids = [info.device.index] if info.device.type == "cuda" else None
-        train_model = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        train_model = DistributedDataParallel(model, device_ids=device_ids,
+                                              find_unused_parameters=args.find_unused_parameters)
     trainer = Trainer(model, train_model, optimizer, scheduler, scaler, info, args, state,
                       step_log=output_dir / "train_steps.jsonl")
     val_subset = selection_split(args)
