@@ -103,6 +103,18 @@ def train_loader(args: argparse.Namespace, info: DistInfo, dataset) -> DataLoade
     return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, **common)
 
 
+def tensorboard_writer(output_dir: Path, info: DistInfo):
+    """Tensorboard events in <output_dir>/tensorboard when the package is installed (rank 0)."""
+    if not info.is_main:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.info("tensorboard is not installed: no event files (log.txt and train_steps.jsonl are written)")
+        return None
+    return SummaryWriter(str(output_dir / "tensorboard"))
+
+
 def selection_split(args: argparse.Namespace) -> str:
     """Checkpoints are selected on the validation split where the dataset has one."""
     return "val" if builders.has_val_split(args) else "test"
@@ -126,7 +138,7 @@ def train(model, args: argparse.Namespace, info: DistInfo) -> None:
         train_model = DistributedDataParallel(model, device_ids=device_ids,
                                               find_unused_parameters=args.find_unused_parameters)
     trainer = Trainer(model, train_model, optimizer, scheduler, scaler, info, args, state,
-                      step_log=output_dir / "train_steps.jsonl")
+                      step_log=output_dir / "train_steps.jsonl", writer=tensorboard_writer(output_dir, info))
     val_subset = selection_split(args)
     logger.info("training: %d samples, %d steps per epoch, %d epochs; checkpoints selected on the %s split",
                 len(dataset), steps_per_epoch, args.epochs, val_subset)
@@ -136,9 +148,15 @@ def train(model, args: argparse.Namespace, info: DistInfo) -> None:
         state.epoch = epoch + 1
         results = evaluate(model, args, info, val_subset, tag=f"epoch{epoch + 1}")
         score = results["plain"]["t2v"]["R1"] if results else float("nan")
+        if trainer.writer is not None and results:
+            for direction in ("t2v", "v2t"):
+                trainer.writer.add_scalar(f"{val_subset}/{direction}_R1", results["plain"][direction]["R1"], epoch + 1)
+                trainer.writer.add_scalar(f"{val_subset}/{direction}_R1_dsl", results["dsl"][direction]["R1"], epoch + 1)
         state.history.append({**summary, "t2v_R1": score, "selection_split": val_subset})
         builders.save_epoch(output_dir, model, optimizer, scheduler, scaler, state, args, results, val_subset, info)
         barrier()
+    if trainer.writer is not None:
+        trainer.writer.close()
     if info.is_main and math.isfinite(state.best_score):
         logger.info("best text-to-video R@1 on the %s split: %.2f", val_subset, state.best_score)
 

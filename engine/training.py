@@ -46,7 +46,7 @@ class TrainState:
 
 class Trainer:
     def __init__(self, model: nn.Module, train_model: nn.Module, optimizer, scheduler, scaler, info: DistInfo,
-                 args, state: TrainState, step_log: Path | None = None):
+                 args, state: TrainState, step_log: Path | None = None, writer=None):
         self.model = model  # the bare model (checkpoints, logit scale)
         self.train_model = train_model  # what forward runs through (DDP wrapper or the model)
         self.optimizer = optimizer
@@ -57,6 +57,7 @@ class Trainer:
         self.accum = args.gradient_accumulation_steps
         self.scaler = scaler
         self.step_log = step_log
+        self.writer = writer  # tensorboard SummaryWriter on rank 0 when tensorboard is installed
 
     # ------------------------------------------------------------------ one micro-batch
     def _forward(self, batch: dict) -> torch.Tensor:
@@ -157,6 +158,10 @@ class Trainer:
                 "samples": samples, "replaced_videos": replaced}
 
     def _record(self, epoch: int, loss: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss, self.state.global_step)
+            for name, lr in current_lrs(self.optimizer).items():
+                self.writer.add_scalar(f"train/lr/{name}", lr, self.state.global_step)
         if self.step_log is None or not self.info.is_main:
             return
         with open(self.step_log, "a") as handle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -65,6 +66,8 @@ def test_eval_after_training_reports_plain_and_dsl(synthetic_data, tmp_path):
     assert results["num_videos"] == 18 and results["dataset"] == "msrvtt"
     assert (tmp_path / "log.txt").read_text().count("DSL (dual softmax, transductive)") >= 3
     assert (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()
+    if importlib.util.find_spec("tensorboard") is not None:  # events only when tensorboard is installed
+        assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # the fine-tuned checkpoint evaluates on its own (architecture from its clip.* tensors)
     again = tmp_path / "again"
     main_task_retrieval.main(tiny_run_args(synthetic_data, again, "--do_eval", "--batch_size_val", "18",
