@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ from safetensors.torch import load_file as _safetensors_load
 from safetensors.torch import save_file as _safetensors_save
 from torch import nn
 
-from modules.state_dict_utils import CheckpointError, state_dict_problems, strip_prefixes
+from modules.state_dict_utils import CheckpointError, sha256_of, state_dict_problems, strip_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -134,16 +133,8 @@ def _remove_stale_tmp(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_record(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -369,7 +360,7 @@ def _verify_checksum(path: Path) -> None:
     except CheckpointError as err:
         logger.warning("%s; not verifying %s", err, path)
         return
-    if record and _sha256(path) != record.get("sha256"):
+    if record and sha256_of(path) != record.get("sha256"):
         raise CheckpointError(f"{path}: contents do not match the SHA-256 recorded in {meta_path} "
                               "(file changed, or an interrupted save mixed two checkpoints)")
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from modules.state_dict_utils import CheckpointError, load_state_dict_strict
+from modules.state_dict_utils import CheckpointError, load_state_dict_strict, sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -334,14 +334,6 @@ def _read_archive_or_pickle(path: Path):
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable CLIP checkpoint "
                               f"(neither a TorchScript archive nor a weights-only state dict): {err}") from err
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class CLIPDownloadError(RuntimeError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -51,3 +54,12 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes: tuple[str, ...
             key = key.removeprefix(prefix)
         out[key] = value
     return out
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks (checkpoints and downloaded weights are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
