@@ -252,11 +252,12 @@ def _to_rgb(frame) -> np.ndarray:
     builds a new swscale context for every frame (0.8 ms for a 32x32 frame, most of the
     decoding time of small clips); one reformatter per thread keeps its context between
     frames of the same size and format (0.15 ms), with identical pixels."""
-    reformatter = getattr(_reformatters, "rgb", None)
-    if reformatter is None:
+    owner, reformatter = getattr(_reformatters, "rgb", (None, None))
+    if owner != os.getpid():  # never reuse a context inherited through fork (DataLoader workers hung in it)
         from av.video.reformatter import VideoReformatter
 
-        reformatter = _reformatters.rgb = VideoReformatter()
+        reformatter = VideoReformatter()
+        _reformatters.rgb = (os.getpid(), reformatter)
     return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
