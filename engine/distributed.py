@@ -98,3 +98,14 @@ def gather_rows(tensor: torch.Tensor) -> list[torch.Tensor]:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def worker_context(num_workers: int):
+    """DataLoader workers start from a clean forkserver process, not by forking this one: a
+    worker forked after PyAV/FFmpeg (or decord) ran in the parent can hang inside the
+    decoder's locks (seen in the test suite). Spawn-like start costs once per loader."""
+    import multiprocessing
+
+    if num_workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return None

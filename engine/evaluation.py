@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import metrics
-from engine.distributed import DistInfo, gather_rows
+from engine.distributed import DistInfo, gather_rows, worker_context
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def encode_items(encode: Callable[[dict], dict[str, torch.Tensor]], dataset: Dat
     """Encode this rank's share of `dataset` with `encode(batch)`, then gather all ranks' rows."""
     share = rank_share(global_batches(len(dataset), batch_size), info)
     loader = DataLoader(dataset, batch_sampler=share, num_workers=num_workers,
+                        multiprocessing_context=worker_context(num_workers),
                         pin_memory=info.device.type == "cuda")
     chunks: dict[str, list[torch.Tensor]] = {}
     order = []

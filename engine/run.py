@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from engine import builders
-from engine.distributed import DistInfo, barrier
+from engine.distributed import DistInfo, barrier, worker_context
 from engine.evaluation import (
     encode_items,
     format_results,
@@ -94,7 +94,8 @@ def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: 
 def train_loader(args: argparse.Namespace, info: DistInfo, dataset) -> DataLoader:
     per_rank = args.batch_size // args.gradient_accumulation_steps // info.world_size
     common = dict(num_workers=args.num_thread_reader, pin_memory=info.device.type == "cuda",
-                  persistent_workers=args.num_thread_reader > 0)
+                  persistent_workers=args.num_thread_reader > 0,
+                  multiprocessing_context=worker_context(args.num_thread_reader))
     if args.twin_batches:
         sampler = builders.twin_batch_sampler(dataset, per_rank, info, args.seed)
         return DataLoader(dataset, batch_sampler=sampler, **common)
