@@ -18,21 +18,39 @@ part 2 and H.264; AVI files go to PyAV under either backend), and because PyAV t
 0.7x decord's CPU time on H.264 with B-frames (``bench/RESULTS.md``). Both backends give
 the same frames where decord is right (tests).
 
-Sampling rule (:func:`sample_frame_indices`), with ``fps`` the stream's average frame rate,
-``N`` its frame count and ``r = feature_framerate`` (may be fractional, e.g. 0.5):
+Sampling (:func:`sample_frame_indices`), with ``fps`` the stream's average frame rate, ``N``
+its frame count and ``r = feature_framerate``. ``FrameSampling.grid`` picks the rule:
 
-* window: ``s = max(start or 0, 0)``, ``e = min(end or N / fps, N / fps)``, in seconds;
-* candidate times ``t_k = s + k / r`` for ``k = 0, 1, ...`` while ``t_k <= e``;
-* frame of a time: ``round(t * fps)`` (half rounds up); candidates whose frame is ``>= N``
-  are dropped. This is one frame per ``1 / r`` seconds, as CLIP4Clip's decord path
-  (stride ``round(fps / r)`` from ``int(s * fps)``) but without its drift on 29.97 fps;
-* more than ``max_frames`` candidates: ``slice_framepos`` 0 keeps the first, 1 the last,
-  2 ``np.linspace(0, L - 1, max_frames)`` of them truncated to int (CLIP4Clip's rule);
-* ``frame_order`` 0 keeps time order, 1 reverses, 2 shuffles (with ``rng``);
-* ``fixed_frames=True`` (InternVideo's encoder): the window's frames
-  ``a = round(s * fps) .. b = min(round(e * fps), N - 1)`` are cut into ``max_frames`` equal
-  segments and the centre frame of each is taken, ``a + floor((i + 0.5) * (b - a + 1) /
-  max_frames)``; short windows repeat frames; the mask is all ones.
+* ``"framerate"`` (ours, plain CLIP towers): window ``s = max(start or 0, 0)``,
+  ``e = min(end or N / fps, N / fps)`` in seconds; candidate times ``t_k = s + k / r`` while
+  ``t_k <= e`` (``r`` may be fractional, e.g. 0.5); frame of a time ``round(t * fps)`` (half
+  rounds up), frames ``>= N`` dropped. One frame per ``1 / r`` seconds without the published
+  decord grid's drift on 29.97 fps (its stride is a whole number of frames).
+* ``"segments"`` (ours, InternVideo's encoder): the window's frames ``a = round(s * fps) ..
+  b = min(round(e * fps), N - 1)`` cut into ``max_frames`` equal segments, the centre frame
+  of each, ``a + floor((i + 0.5) * (b - a + 1) / max_frames)``; short windows repeat
+  frames, so the mask is all ones.
+* ``"published_decord"``: InternVideo's decord loaders (MSR-VTT, LSMDC, DiDeMo, VATEX)
+  exactly. Window in whole seconds as published (``int(start)``, ``int(end)``, negatives 0,
+  swapped when reversed, ``end = start + 1`` when equal); ``f_start = int(start * fps)``
+  (0 without a window), ``f_end = int(min(end * fps, N - 1))``; frames
+  ``range(f_start, f_end + 1, int(round(fps / int(r))))``. The published code always
+  subsamples these uniformly and keeps their order: ``slice_framepos`` and ``frame_order``
+  are ignored on this grid, as there.
+* ``"published_cv2"``: CLIP4Clip's OpenCV reader (all CLIP4Clip datasets; InternVideo's MSVD
+  and ActivityNet) exactly. With ``F = int(fps)`` and the same whole-second window:
+  seconds ``start .. min(end, ceil(N / F))`` inclusive (``0 .. ceil(N / F)`` without a
+  window); in each second ``sec`` the frames ``sec * F + j * (F // int(r))`` for the first
+  ``int(r)`` values of j; sampling stops at the first frame ``>= N``.
+* ``"framerate"`` and ``"published_cv2"`` then reduce more than ``max_frames`` frames by
+  ``slice_framepos`` (0 keeps the first, 1 the last, 2 ``np.linspace(0, L - 1,
+  max_frames)`` truncated to int, CLIP4Clip's rule); every grid but ``"published_decord"``
+  applies ``frame_order`` (0 keeps time order, 1 reverses, 2 shuffles with ``rng``).
+
+Fewer frames than ``max_frames`` leave zero slots with mask 0 (:func:`read_clip`); the
+published protocol of InternVideo's encoder feeds those zero frames to the model, which is
+the model's business, not the reader's. :data:`PUBLISHED_GRIDS` names the grid each
+published codebase used for each ``--datatype``.
 
 No frame inside the window is an error (:class:`VideoDecodeError`), never a tensor of zeros.
 
@@ -70,15 +88,51 @@ BACKEND = os.environ.get("VIDEO_READER_BACKEND", "pyav").lower()
 _EPS = 1e-6  # absorbs float error in t * fps and (e - s) * r
 
 
+GRIDS = ("framerate", "segments", "published_decord", "published_cv2")
+
+# The grid each published codebase used, by ``--datatype``: InternVideo's retrieval loaders
+# (every InternVideo script, `--clip_evl` or not) and CLIP4Clip's (OpenCV everywhere; it has
+# no VATEX loader, so VATEX gets the reader CLIP4Clip uses for every other dataset).
+PUBLISHED_GRIDS: dict[str, dict[str, str]] = {
+    "internvideo": {
+        "msrvtt": "published_decord",
+        "lsmdc": "published_decord",
+        "didemo": "published_decord",
+        "vatex": "published_decord",
+        "msvd": "published_cv2",
+        "activity": "published_cv2",
+    },
+    "clip4clip": dict.fromkeys(("msrvtt", "msvd", "lsmdc", "activity", "didemo", "vatex"), "published_cv2"),
+}
+
+
+def published_grid(datatype: str, codebase: str = "internvideo") -> str:
+    """The grid ``codebase`` ("internvideo" or "clip4clip") sampled ``datatype`` with."""
+    try:
+        table = PUBLISHED_GRIDS[codebase]
+    except KeyError:
+        raise ValueError(f"unknown codebase {codebase!r}; choose from {sorted(PUBLISHED_GRIDS)}") from None
+    try:
+        return table[datatype]
+    except KeyError:
+        raise ValueError(f"{codebase} has no published frame grid for datatype {datatype!r}; "
+                         f"known: {sorted(table)}") from None
+
+
 @dataclass
 class FrameSampling:
-    """Which frames of a clip the model sees and at what size (CLIP4Clip's arguments)."""
+    """Which frames of a clip the model sees and at what size (CLIP4Clip's arguments).
+
+    ``grid`` is one of :data:`GRIDS` (see the module doc). ``fixed_frames=True`` is the old
+    spelling of ``grid="segments"``.
+    """
 
     max_frames: int = 12
     feature_framerate: float = 1.0
     slice_framepos: int = 0  # 0 head, 1 tail, 2 uniform
     frame_order: int = 0  # 0 keep, 1 reverse, 2 shuffle
     image_resolution: int = 224
+    grid: str = "framerate"
     fixed_frames: bool = False
 
     def __post_init__(self) -> None:
@@ -92,6 +146,16 @@ class FrameSampling:
             raise ValueError(f"frame_order must be 0, 1 or 2, got {self.frame_order}")
         if self.image_resolution < 1:
             raise ValueError(f"image_resolution must be >= 1, got {self.image_resolution}")
+        if self.grid not in GRIDS:
+            raise ValueError(f"grid must be one of {GRIDS}, got {self.grid!r}")
+        if self.fixed_frames:
+            if self.grid not in ("framerate", "segments"):
+                raise ValueError(f"fixed_frames=True means grid='segments', not {self.grid!r}")
+            self.grid = "segments"
+        self.fixed_frames = self.grid == "segments"
+        if self.grid.startswith("published_") and self.feature_framerate < 1:
+            raise ValueError(f"the published grids take a whole number of frames per second "
+                             f"(the published code casts it to int); got feature_framerate={self.feature_framerate}")
 
 
 class VideoDecodeError(RuntimeError):
@@ -135,6 +199,47 @@ def _fixed_indices(num_frames: int, fps: float, s: float, e: float, n: int) -> n
     return a + np.floor((np.arange(n) + 0.5) * span / n).astype(np.int64)
 
 
+def _published_seconds(start: float | None, end: float | None) -> tuple[int | None, int | None]:
+    """The published loaders' window: whole seconds (``int`` truncates), negatives to 0,
+    swapped when reversed, one second long when empty; (None, None) for the whole video."""
+    if start is None and end is None:
+        return None, None
+    s = max(int(start), 0) if start is not None else 0
+    if end is None:
+        return s, None
+    e = max(int(end), 0)
+    if s > e:
+        s, e = e, s
+    elif s == e:
+        e = s + 1
+    return s, e
+
+
+def _published_decord_indices(num_frames: int, fps: float, start, end, rate: int) -> np.ndarray:
+    s, e = _published_seconds(start, end)
+    f_start = 0 if s is None else int(s * fps)
+    f_end = int(min(num_frames - 1 if e is None else e * fps, num_frames - 1))
+    stride = int(round(float(fps) / rate))  # Python's round: halves go to even, as published
+    if stride < 1:
+        raise ValueError(f"a {fps:.3f} fps video has no frame stride for {rate} frames per second")
+    return np.arange(f_start, f_end + 1, stride, dtype=np.int64)
+
+
+def _published_cv2_indices(num_frames: int, fps: float, start, end, rate: int) -> np.ndarray:
+    whole_fps = int(fps)
+    if whole_fps < 1:
+        raise ValueError(f"the OpenCV grid needs at least 1 fps (int(fps) = 0 at {fps:.3f} fps)")
+    offsets = list(range(0, whole_fps, max(whole_fps // rate, 1)))[:rate]
+    if len(offsets) < rate:
+        raise ValueError(f"cannot take {rate} frames per second from a {whole_fps} fps video")
+    seconds = math.ceil(num_frames / whole_fps)
+    s, e = _published_seconds(start, end)
+    first, last = (0, seconds) if s is None else (s, seconds if e is None else min(e, seconds))
+    frames = [sec * whole_fps + j for sec in range(first, last + 1) for j in offsets]
+    stop = next((i for i, f in enumerate(frames) if f >= num_frames), len(frames))
+    return np.asarray(frames[:stop], dtype=np.int64)
+
+
 def _slice(idx: np.ndarray, max_frames: int, slice_framepos: int) -> np.ndarray:
     if len(idx) <= max_frames:
         return idx
@@ -168,17 +273,23 @@ def sample_frame_indices(
     sampling = sampling or FrameSampling()
     if num_frames < 1 or not fps > 0:
         raise ValueError(f"video has no frames (frames={num_frames}, fps={fps})")
-    s, e = _window(num_frames, fps, start, end)
-    if e < s:
-        raise _no_frame(num_frames, fps, start, end)
-    if sampling.fixed_frames:
-        idx = _fixed_indices(num_frames, fps, s, e, sampling.max_frames)
+    grid, n = sampling.grid, sampling.max_frames
+    if grid == "published_decord":
+        idx = _slice(_published_decord_indices(num_frames, fps, start, end, int(sampling.feature_framerate)), n, 2)
+    elif grid == "published_cv2":
+        idx = _published_cv2_indices(num_frames, fps, start, end, int(sampling.feature_framerate))
+        idx = _slice(idx, n, sampling.slice_framepos)
     else:
-        idx = _candidate_indices(num_frames, fps, s, e, sampling.feature_framerate)
-        idx = _slice(idx, sampling.max_frames, sampling.slice_framepos)
+        s, e = _window(num_frames, fps, start, end)
+        if e < s:
+            raise _no_frame(num_frames, fps, start, end)
+        if grid == "segments":
+            idx = _fixed_indices(num_frames, fps, s, e, n)
+        else:
+            idx = _slice(_candidate_indices(num_frames, fps, s, e, sampling.feature_framerate), n, sampling.slice_framepos)
     if len(idx) == 0:
         raise _no_frame(num_frames, fps, start, end)
-    return _order(idx, sampling.frame_order, rng)
+    return idx if grid == "published_decord" else _order(idx, sampling.frame_order, rng)
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -471,7 +582,7 @@ def read_frames_uint8(
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Decode the sampled frames: (uint8 [T, H, W, 3] RGB, frame indices int64 [T]).
 
-    T <= sampling.max_frames (== with ``fixed_frames``). Raises :class:`VideoDecodeError`.
+    T <= sampling.max_frames (== with ``grid="segments"``). Raises :class:`VideoDecodeError`.
     """
     path = Path(path)
     sampling = sampling or FrameSampling()
@@ -561,7 +672,10 @@ __all__: Sequence[str] = (
     "CLIP_MEAN",
     "CLIP_STD",
     "FrameSampling",
+    "GRIDS",
+    "PUBLISHED_GRIDS",
     "VideoDecodeError",
+    "published_grid",
     "read_clip",
     "read_frames_uint8",
     "sample_frame_indices",

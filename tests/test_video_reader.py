@@ -81,9 +81,9 @@ def test_hand_computed_indices():
     assert sample_frame_indices(25, 25.0, sampling=three).tolist() == [0, 8, 17]
     assert sample_frame_indices(250, 25.0, 2.5, 5).tolist() == [63, 88, 113]  # 62.5 rounds up
     assert sample_frame_indices(250, 25.0, -3, 1.5).tolist() == [0, 25]
-    fixed = FrameSampling(max_frames=4, fixed_frames=True)
+    fixed = FrameSampling(max_frames=4, grid="segments")
     assert sample_frame_indices(10, 10.0, sampling=fixed).tolist() == [1, 3, 6, 8]
-    fixed6 = FrameSampling(max_frames=6, fixed_frames=True)
+    fixed6 = FrameSampling(max_frames=6, grid="segments")
     assert sample_frame_indices(3, 10.0, sampling=fixed6).tolist() == [0, 0, 1, 1, 2, 2]
 
 
@@ -109,7 +109,7 @@ def test_indices_follow_the_definition(case):
         max_frames=case.pop("max_frames", 12),
         feature_framerate=float(case.pop("rate", 1)),
         slice_framepos=case.pop("slice_framepos", 0),
-        fixed_frames=case.pop("fixed", False),
+        grid="segments" if case.pop("fixed", False) else "framerate",
     )
     expected = oracle(
         case["num_frames"],
@@ -119,7 +119,7 @@ def test_indices_follow_the_definition(case):
         sampling.max_frames,
         Fraction(sampling.feature_framerate).limit_denominator(1000),
         sampling.slice_framepos,
-        sampling.fixed_frames,
+        sampling.grid == "segments",
     )
     got = sample_frame_indices(case["num_frames"], float(case["fps"]), case.get("start"), case.get("end"), sampling)
     assert got.dtype == np.int64
@@ -165,7 +165,7 @@ SAMPLINGS = [
     FrameSampling(max_frames=12),
     FrameSampling(max_frames=5, feature_framerate=4, slice_framepos=2),
     FrameSampling(max_frames=3, feature_framerate=0.5, slice_framepos=1),
-    FrameSampling(max_frames=7, fixed_frames=True),
+    FrameSampling(max_frames=7, grid="segments"),
 ]
 
 
@@ -190,7 +190,7 @@ def test_decoded_frames_are_the_named_ones(videos, name, backend):
             sampling.max_frames,
             Fraction(sampling.feature_framerate),
             sampling.slice_framepos,
-            sampling.fixed_frames,
+            sampling.grid == "segments",
         )
         assert frames.dtype == torch.uint8 and frames.shape[1:] == (spec.height, spec.width, 3)
         assert indices.tolist() == expected
@@ -217,8 +217,8 @@ def test_short_clip_pads_with_masked_zeros(videos):
     assert torch.count_nonzero(video[1:]) == 0 and torch.count_nonzero(video[0]) > 0
 
 
-def test_fixed_frames_repeat_on_short_clip(videos):
-    sampling = FrameSampling(max_frames=32, fixed_frames=True, image_resolution=RES)
+def test_segments_repeat_frames_on_short_clip(videos):
+    sampling = FrameSampling(max_frames=32, grid="segments", image_resolution=RES)
     video, mask = read_clip(videos["short_30"], sampling=sampling)
     assert mask.tolist() == [1] * 32
     codes = [vf.read_code_normalized(v) for v in video]
@@ -247,7 +247,7 @@ def test_reverse_and_shuffle_on_decoded_clip(videos):
         (None, None, FrameSampling(max_frames=64, slice_framepos=2)),
         (30.0, 40.0, FrameSampling(max_frames=12, slice_framepos=2)),
         (55.5, 70.0, FrameSampling(max_frames=12, feature_framerate=0.5)),
-        (12.0, 48.0, FrameSampling(max_frames=8, fixed_frames=True)),
+        (12.0, 48.0, FrameSampling(max_frames=8, grid="segments")),
     ],
 )
 def test_long_video_windows(long_path, start, end, sampling, backend):
@@ -261,7 +261,7 @@ def test_long_video_windows(long_path, start, end, sampling, backend):
         sampling.max_frames,
         Fraction(sampling.feature_framerate),
         sampling.slice_framepos,
-        sampling.fixed_frames,
+        sampling.grid == "segments",
     )
     video, mask = read_clip(long_path, start, end, sampling)
     n = len(expected)
