@@ -40,6 +40,12 @@ Differences from the published code (documented on purpose):
 * NaN. The published code lets NaN rows fall out of the denominator. Ours raises
   ``ValueError`` naming how many NaN (and +-inf) entries the matrix holds.
 
+MedR follows the published code in each place: ``t2v`` on multi-caption data (some video
+without exactly one caption) takes the lower of the two middle ranks of an even count, as
+``torch.median`` in ``tensor_text_to_video_metrics`` does (VATEX's 15000 queries); 1:1
+``t2v`` and ``v2t`` average them, as ``np.median`` in ``compute_metrics`` does. Our own
+``v2t_per_caption`` averages too.
+
 Memory: the matrix is scanned in blocks of rows or columns (``block_elements`` entries
 at a time), so temporaries stay bounded however many captions there are.
 """
@@ -183,17 +189,29 @@ def v2t_per_caption_ranks(
     return out.cpu().numpy()
 
 
-def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
-    """R1, R5, R10 (percent), MedR, MeanR and count from 1-based ranks."""
+def metrics_from_ranks(ranks: ArrayLike, lower_median: bool = False) -> dict[str, float]:
+    """R1, R5, R10 (percent), MedR, MeanR and count from 1-based ranks.
+
+    MedR of an even count is the mean of the two middle ranks (``np.median``), or the lower
+    one with ``lower_median`` (``torch.median``).
+    """
     r = np.asarray(ranks, dtype=np.int64)
     if r.size == 0:
         nan = float("nan")
         return {**{f"R{k}": nan for k in RECALL_KS}, "MedR": nan, "MeanR": nan, "count": 0}
     out: dict[str, float] = {f"R{k}": float(100.0 * np.mean(r <= k)) for k in RECALL_KS}
-    out["MedR"] = float(np.median(r))
+    out["MedR"] = float(np.partition(r, (r.size - 1) // 2)[(r.size - 1) // 2]) if lower_median else float(np.median(r))
     out["MeanR"] = float(np.mean(r))
     out["count"] = int(r.size)
     return out
+
+
+def is_multi_caption(caption_video: ArrayLike, n_videos: int) -> bool:
+    """True unless every one of the ``n_videos`` videos has exactly one caption (the
+    published code's multi-sentence evaluation, where t2v MedR is a lower median)."""
+    index = caption_video.cpu() if torch.is_tensor(caption_video) else caption_video
+    counts = np.bincount(np.asarray(index, dtype=np.int64).ravel(), minlength=n_videos)
+    return len(counts) != n_videos or not bool(np.all(counts == 1))
 
 
 def compute_metrics(
@@ -210,8 +228,9 @@ def compute_metrics(
             raise ValueError(f"caption_video is required when sim is not square, got shape {tuple(t.shape)}")
         caption_video = np.arange(t.shape[0])
     check_finite(t, block_elements)
+    t2v = t2v_ranks(t, caption_video, block_elements)  # also checks caption_video
     return {
-        "t2v": metrics_from_ranks(t2v_ranks(t, caption_video, block_elements)),
+        "t2v": metrics_from_ranks(t2v, lower_median=is_multi_caption(caption_video, t.shape[1])),
         "v2t": metrics_from_ranks(v2t_group_ranks(t, caption_video, block_elements)),
         "v2t_per_caption": metrics_from_ranks(v2t_per_caption_ranks(t, caption_video, block_elements)),
     }

@@ -9,6 +9,7 @@ import torch
 from metrics import (
     compute_metrics,
     format_metrics_table,
+    is_multi_caption,
     metrics_from_ranks,
     t2v_ranks,
     v2t_group_ranks,
@@ -175,6 +176,47 @@ def test_metrics_from_ranks_median_and_empty() -> None:
     m = metrics_from_ranks([1, 2, 6, 11])
     assert m == {"R1": 25.0, "R5": 50.0, "R10": 75.0, "MedR": 4.0, "MeanR": 5.0, "count": 4}
     assert metrics_from_ranks([])["count"] == 0
+
+
+def test_medr_lower_median_on_even_count() -> None:
+    assert metrics_from_ranks([1, 2, 6, 11], lower_median=True)["MedR"] == 2.0
+    assert metrics_from_ranks([11, 1, 6], lower_median=True)["MedR"] == 6.0
+    ranks = np.random.default_rng(5).integers(1, 40, size=1000)
+    assert metrics_from_ranks(ranks, lower_median=True)["MedR"] == float(torch.median(torch.as_tensor(ranks)))
+
+
+def test_medr_follows_the_published_function_of_each_direction() -> None:
+    """Multi-caption t2v: torch.median (lower) as tensor_text_to_video_metrics; 1:1 t2v and
+    v2t: np.median (mean of the middle two) as compute_metrics. Even counts on both sides."""
+    # 4 captions, 2 videos; t2v ranks [1, 2, 2, 1]: lower median 1, np.median 1.5
+    sim = np.array([[0.9, 0.1], [0.2, 0.5], [0.8, 0.3], [0.1, 0.6]])
+    cv = np.array([0, 0, 1, 1])
+    assert t2v_ranks(sim, cv).tolist() == [1, 2, 2, 1]
+    out = compute_metrics(sim, cv)
+    assert out["t2v"]["MedR"] == 1.0
+    assert out["v2t_per_caption"]["MedR"] == float(np.median(v2t_per_caption_ranks(sim, cv)))
+    rng = np.random.default_rng(6)  # a seed where the two medians differ (asserted below)
+    cv = uneven_captions(rng, n_video=30, max_caps=4, allow_empty=False)
+    sim = rng.standard_normal((len(cv) + len(cv) % 2, 30)).astype(np.float32)  # an even caption count
+    cv = np.concatenate([cv, cv[:1]])[: len(sim)]
+    out = compute_metrics(sim, cv)
+    t2v = torch.as_tensor(t2v_ranks(sim, cv))
+    assert len(t2v) % 2 == 0 and out["t2v"]["MedR"] == float(torch.median(t2v)) != np.median(t2v.numpy())
+    v2t = v2t_group_ranks(sim, cv)
+    assert out["v2t"]["MedR"] == float(np.median(v2t)) != float(torch.median(torch.as_tensor(v2t)))
+    # 1:1 (even count, 40 queries): np.median in both directions, as the published compute_metrics
+    square = rng.standard_normal((40, 40)).astype(np.float32)
+    one_to_one = compute_metrics(square)
+    assert one_to_one["t2v"]["MedR"] == float(np.median(t2v_ranks(square, np.arange(40))))
+    v2t = v2t_group_ranks(square, np.arange(40))
+    assert one_to_one["v2t"]["MedR"] == float(np.median(v2t)) != float(torch.median(torch.as_tensor(v2t)))
+
+
+def test_is_multi_caption() -> None:
+    assert not is_multi_caption(np.arange(4), 4)
+    assert not is_multi_caption(torch.tensor([2, 0, 1]), 3)  # a permutation is still 1:1
+    assert is_multi_caption(np.array([0, 0, 1]), 2)
+    assert is_multi_caption(np.array([0, 1]), 3)  # a video without a caption
 
 
 def test_large_matrix_in_small_blocks_is_consistent() -> None:
