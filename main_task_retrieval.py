@@ -41,6 +41,72 @@ def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
     parser.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help)
 
 
+# Arguments of CLIP4Clip's and InternVideo's parsers that do nothing here, and why. They are
+# accepted so that the published command lines run unchanged; passing one logs one line.
+_IGNORED_PUBLISHED_ARGS: dict[str, tuple[type | None, str]] = {
+    # never read by either codebase
+    "--do_pretrain": (None, "never read by CLIP4Clip or InternVideo"),
+    "--lr_decay": (float, "never read by CLIP4Clip or InternVideo"),
+    "--video_dim": (int, "never read by CLIP4Clip or InternVideo"),
+    "--margin": (float, "never read by CLIP4Clip or InternVideo"),
+    "--hard_negative_rate": (float, "never read by CLIP4Clip or InternVideo"),
+    "--negative_weighting": (int, "never read by CLIP4Clip or InternVideo"),
+    "--n_pair": (int, "never read by CLIP4Clip or InternVideo"),
+    "--use_mil": (None, "never read by CLIP4Clip or InternVideo"),
+    "--sampled_use_mil": (None, "never read by CLIP4Clip or InternVideo"),
+    "--text_num_hidden_layers": (int, "never read by CLIP4Clip or InternVideo (the layer counts come from the weights)"),
+    "--visual_num_hidden_layers": (int, "never read by CLIP4Clip or InternVideo (the layer counts come from the weights)"),
+    "--do_lower_case": (None, "CLIP's tokenizer always lower-cases"),
+    # InternVideo's inference.py only, never read there
+    "--zeroshot": (None, "never read by InternVideo; an evaluation without --init_model is zero-shot"),
+    "--clip_kc": (None, "never read by InternVideo"),
+    "--clip_kc2": (None, "never read by InternVideo"),
+    "--clip_kc4": (None, "never read by InternVideo"),
+    "--use_capdecoder": (None, "never read by InternVideo"),
+    # launcher and apex settings
+    "--n_gpu": (int, "the number of processes comes from the launcher (torchrun, NPROC in the scripts)"),
+    "--world_size": (int, "set by the launcher (torchrun) through the environment"),
+    "--rank": (int, "set by the launcher (torchrun) through the environment"),
+    "--fp16_opt_level": (str, "apex is not used; --fp16 / --precision select torch.amp"),
+    "--cache_dir": (str, "the cross-encoder config is built in; CLIP files go to --clip_cache_dir"),
+}
+
+
+def add_published_args(parser: argparse.ArgumentParser) -> None:
+    """CLIP4Clip's and InternVideo's arguments that have another name here or no effect, so
+    that their scripts' command lines run as published (:func:`apply_published_args`)."""
+    group = parser.add_argument_group(
+        "published command lines", "accepted so CLIP4Clip's and InternVideo's scripts run unchanged")
+    group.add_argument("--finetuned_path", default=argparse.SUPPRESS,
+                       help="InternVideo's inference.py name for --init_model")
+    group.add_argument("--task_type", default=argparse.SUPPRESS, help="CLIP4Clip's task; only 'retrieval' exists")
+    for name, (kind, why) in _IGNORED_PUBLISHED_ARGS.items():
+        if kind is None:
+            group.add_argument(name, type=str2bool, nargs="?", const=True, default=argparse.SUPPRESS,
+                               help=f"ignored: {why}")
+        else:
+            group.add_argument(name, type=kind, default=argparse.SUPPRESS, help=f"ignored: {why}")
+
+
+def apply_published_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Map ``--finetuned_path`` onto ``--init_model``, check ``--task_type``, and drop the
+    ignored arguments with one warning line each."""
+    log = logging.getLogger(__name__)
+    finetuned = vars(args).pop("finetuned_path", None)
+    if finetuned is not None:
+        if args.init_model not in (None, finetuned):
+            parser.error(f"--finetuned_path {finetuned!r} and --init_model {args.init_model!r} disagree; pass one")
+        args.init_model = finetuned
+    task = vars(args).pop("task_type", "retrieval")
+    if task != "retrieval":
+        parser.error(f"--task_type {task!r}: only 'retrieval' exists")
+    for name, (_, why) in _IGNORED_PUBLISHED_ARGS.items():
+        dest = name[2:]
+        if dest in vars(args):
+            log.warning("%s %r ignored: %s", name, vars(args).pop(dest), why)
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     mode = p.add_argument_group("mode")
@@ -119,10 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_args.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by torch.distributed.launch")
     _flag(run_args, "--find_unused_parameters", "DDP: allow parameters that get no gradient (slower)")
     run_args.add_argument("--keep_checkpoints", type=int, default=2, help="epoch checkpoints kept besides the best")
+    add_published_args(p)
     return p
 
 
 def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = apply_published_args(args, parser)
     if not (args.do_train or args.do_eval):
         parser.error("at least one of --do_train or --do_eval is required")
     if args.gradient_accumulation_steps < 1:
