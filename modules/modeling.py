@@ -16,8 +16,6 @@ Differences from CLIP4Clip / InternVideo, on purpose:
   with `linear_patch='3d'` all frames are encoded (the temporal conv needs neighbours) but
   padded frames are zeroed first, which is what CLIP4Clip's loaders feed. Either way, padding
   never changes a result;
-- masks are applied per sample in every attention head (see `module_cross.py` for the mask
-  mix-up in CLIP4Clip's seqTransf/tightTransf);
 - `--freeze_layer_num` with `linear_patch='3d'` keeps the new `conv2` trainable and freezes
   the rest as documented (CLIP4Clip's test `name.find("conv2.")` is truthy for every name, so
   nothing at all was frozen); with 3d, conv1 is unused and is never trained;

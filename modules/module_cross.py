@@ -11,12 +11,11 @@ the details of CLIP4Clip's `module_cross.py` that change numbers:
 - the cross encoder adds position embeddings (no token-type embeddings, no LayerNorm),
   applies dropout 0.1, and pools with LayerNorm -> first token -> Linear -> QuickGELU.
 
-One deliberate difference: CLIP4Clip expands its [N, L, L] mask to the heads with
-`mask.repeat(n_head, 1, 1)`, while `nn.MultiheadAttention` indexes a 3-D mask as
-`batch * n_head + head`; so head h of sample b received the mask of sample
-`(b * n_head + h) % N`. Whenever the masks in a batch differ, a video's result depended on
-the other videos in its batch. Here every sample uses its own mask in every head, which is
-what the code meant; with identical masks in a batch (e.g. all frames valid) both agree.
+Padded keys are hidden per sample in every head: the [N, L, L] mask reaches the heads in
+the sample-major layout `nn.MultiheadAttention` reads (`repeat_interleave`), as in CLIP4Clip
+since its fix of 2021-07-26 (issue #22, PR #24) and in InternVideo's copy. Only CLIP4Clip's
+first release tiled it with `repeat(n_head, 1, 1)`, giving head h of sample b the mask of
+sample `(b * n_head + h) % N`.
 """
 
 from __future__ import annotations

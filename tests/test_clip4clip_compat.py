@@ -330,9 +330,10 @@ def test_mismatched_checkpoint_lists_every_problem_with_hints():
         assert needle in message, needle
 
 
-def _literal_clip4clip_seq_transf(sd, frames, video_mask):
+def _literal_clip4clip_seq_transf(sd, frames, video_mask, first_release=False):
     """CLIP4Clip's seqTransf exactly as published: LND layout, nn.MultiheadAttention and the
-    [N, T, T] mask expanded with `repeat(n_head, 1, 1)`."""
+    [N, T, T] mask expanded to the heads with `repeat_interleave(n_head, dim=0)` (since its
+    fix of 2021-07-26, PR #24), or with `repeat(n_head, 1, 1)` as its first release did."""
     heads = WIDTH // 64
     x = frames + sd["frame_position_embeddings.weight"][: frames.shape[1]]
     mask = ((1.0 - video_mask.float()[:, None, :]) * -1000000.0).expand(-1, frames.shape[1], -1)
@@ -342,7 +343,8 @@ def _literal_clip4clip_seq_transf(sd, frames, video_mask):
         attn = nn.MultiheadAttention(WIDTH, heads)
         attn.load_state_dict({k[len(p + "attn.") :]: v for k, v in sd.items() if k.startswith(p + "attn.")})
         h = ref_ln(x, sd[p + "ln_1.weight"], sd[p + "ln_1.bias"], TF_EPS)
-        x = x + attn(h, h, h, need_weights=False, attn_mask=mask.repeat(heads, 1, 1))[0]
+        head_mask = mask.repeat(heads, 1, 1) if first_release else mask.repeat_interleave(heads, dim=0)
+        x = x + attn(h, h, h, need_weights=False, attn_mask=head_mask)[0]
         h = (
             ref_ln(x, sd[p + "ln_2.weight"], sd[p + "ln_2.bias"], TF_EPS) @ sd[p + "mlp.c_fc.weight"].T
             + sd[p + "mlp.c_fc.bias"]
@@ -355,8 +357,8 @@ def _literal_clip4clip_seq_transf(sd, frames, video_mask):
 
 
 def test_published_seq_transf_mask_layout():
-    """CLIP4Clip's head-mask layout agrees with ours when a batch shares one mask and mixes
-    up samples otherwise (the documented deliberate difference)."""
+    """CLIP4Clip's current head-mask layout (`repeat_interleave`) equals ours on every batch;
+    its first release (`repeat`) agrees only when a batch shares one mask."""
     sd = clip4clip_checkpoint("seqTransf")
     model = CLIP4Clip.from_clip4clip_state_dict(
         RetrievalConfig(sim_header="seqTransf", frame_norm="l2", cross_num_hidden_layers=LAYERS), sd
@@ -367,12 +369,13 @@ def test_published_seq_transf_mask_layout():
             video, mask = random_video(gen, valid, T)
             ours = model.encode_video(video, mask)["video"]
             frames = torch.stack([ref_frames(sd, v, "2d") for v in video])
-            literal = _literal_clip4clip_seq_transf(sd, frames, mask)
             alone = torch.cat(
                 [model.encode_video(video[i : i + 1], mask[i : i + 1])["video"] for i in range(len(valid))]
             )
             torch.testing.assert_close(ours, alone, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(ours, _literal_clip4clip_seq_transf(sd, frames, mask), atol=1e-5, rtol=1e-4)
+            first_release = _literal_clip4clip_seq_transf(sd, frames, mask, first_release=True)
             if same:
-                torch.testing.assert_close(ours, literal, atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(ours, first_release, atol=1e-5, rtol=1e-4)
             else:
-                assert (ours - literal).abs().max() > 1e-3
+                assert (ours - first_release).abs().max() > 1e-3
