@@ -197,12 +197,9 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> arg
         parser.error("--gradient_accumulation_steps must be >= 1")
     if args.fp16:
         args.precision = "fp16"
-    if args.sim_header == "tightTransf":
-        args.loose_type = False
-    elif not args.loose_type and args.interaction == "no":
-        logging.getLogger(__name__).warning("--loose_type is off but only tightTransf is a tight head; "
-                                            "using the loose (dot-product) form for %s", args.sim_header)
-        args.loose_type = True
+    if args.loose_type != (args.sim_header != "tightTransf") and args.interaction == "no":
+        logging.getLogger(__name__).warning("--loose_type=%s ignored: %s is a %s head", args.loose_type, args.sim_header,
+                                            "tight" if args.sim_header == "tightTransf" else "loose (dot-product)")
     if args.clip_evl and args.max_words != 77:
         parser.error("--clip_evl needs --max_words 77 (its text tower's positions are fixed at 77)")
     if args.interaction == "wti" and args.wti_arch not in (1, 2, 3):

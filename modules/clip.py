@@ -7,8 +7,9 @@ attention runs through `F.scaled_dot_product_attention` on the weights of an
 while the fused kernels do the work.
 
 Loading: `resolve_clip_checkpoint` finds (or downloads, checking the SHA-256 that is part
-of OpenAI's address) a released file; `load_clip_state_dict` reads a TorchScript archive
-or a plain state dict as fp32; `build_clip` builds the model and loads it strictly.
+of OpenAI's address) a released file; `modules.weights.load_clip_state_dict` reads it as
+fp32; `build_clip` builds the model and loads it strictly. The text tower (`TextTower`) is
+shared with InternVideo's model, which keeps its parameter names.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import math
 import os
 import urllib.error
 import urllib.request
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from modules.state_dict_utils import CheckpointError, load_state_dict_strict, sha256_of
+from modules.weights import CheckpointError, inflate_patch_conv, load_state_dict_strict, sha256_of, without_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ CLIP_URLS = {
     "ViT-L/14@336px": f"{_OPENAI}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
 }
 DEFAULT_CACHE_DIR = "~/.cache/clip"
-# Scalars stored beside the weights in OpenAI's archives; they are not parameters.
-_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -181,20 +179,16 @@ class CLIPConfig:
         return max(1, self.vision_width // 64)
 
 
-class CLIP(nn.Module):
-    def __init__(self, config: CLIPConfig, linear_patch: str = "2d"):
-        super().__init__()
-        self.config = config
+class TextTower(nn.Module):
+    """CLIP's text tower and `logit_scale`, held as attributes of the model itself (OpenAI's
+    names: `transformer.*`, `token_embedding`, `positional_embedding`, `ln_final`,
+    `text_projection`). CLIP and InternVideo's model build their `visual` first and then call
+    `_build_text_tower`, so parameters are created (and drawn) in OpenAI's order."""
+
+    visual: nn.Module
+
+    def _build_text_tower(self, config: CLIPConfig) -> None:
         self.context_length = config.context_length
-        self.visual = VisionTransformer(
-            input_resolution=config.image_resolution,
-            patch_size=config.vision_patch_size,
-            width=config.vision_width,
-            layers=config.vision_layers,
-            heads=config.vision_heads,
-            output_dim=config.embed_dim,
-            linear_patch=linear_patch,
-        )
         self.transformer = Transformer(config.transformer_width, config.transformer_layers,
                                        config.transformer_heads)
         self.vocab_size = config.vocab_size
@@ -203,7 +197,6 @@ class CLIP(nn.Module):
         self.ln_final = LayerNorm(config.transformer_width)
         self.text_projection = nn.Parameter(torch.empty(config.transformer_width, config.embed_dim))
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
-        self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
         """OpenAI's initialisation; it matters only for models trained from scratch."""
@@ -223,10 +216,6 @@ class CLIP(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.visual.conv1.weight.dtype
-
-    def encode_image(self, image: torch.Tensor, video_frame: int = -1) -> torch.Tensor:
-        """[N, 3, H, W] -> [N, embed_dim] (projected CLS token)."""
-        return self.visual(image, video_frame=video_frame)
 
     def encode_text(self, text: torch.Tensor, return_hidden: bool = False):
         """Token ids [N, L] -> [N, embed_dim], the projected state at the end token.
@@ -248,8 +237,29 @@ class CLIP(nn.Module):
         return pooled
 
 
+class CLIP(TextTower):
+    def __init__(self, config: CLIPConfig, linear_patch: str = "2d"):
+        super().__init__()
+        self.config = config
+        self.visual = VisionTransformer(
+            input_resolution=config.image_resolution,
+            patch_size=config.vision_patch_size,
+            width=config.vision_width,
+            layers=config.vision_layers,
+            heads=config.vision_heads,
+            output_dim=config.embed_dim,
+            linear_patch=linear_patch,
+        )
+        self._build_text_tower(config)
+        self.initialize_parameters()
+
+    def encode_image(self, image: torch.Tensor, video_frame: int = -1) -> torch.Tensor:
+        """[N, 3, H, W] -> [N, embed_dim] (projected CLS token)."""
+        return self.visual(image, video_frame=video_frame)
+
+
 # ----------------------------------------------------------------------------- building
-def _count_blocks(state_dict: dict, prefix: str) -> int:
+def count_blocks(state_dict: dict, prefix: str) -> int:
     indices = {int(k[len(prefix):].split(".")[0]) for k in state_dict if k.startswith(prefix)}
     return len(indices)
 
@@ -266,29 +276,20 @@ def config_from_state_dict(state_dict: dict) -> CLIPConfig:
     return CLIPConfig(
         embed_dim=state_dict["text_projection"].shape[1],
         image_resolution=patch * grid,
-        vision_layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
+        vision_layers=count_blocks(state_dict, "visual.transformer.resblocks."),
         vision_width=vision_width,
         vision_patch_size=patch,
         context_length=state_dict["positional_embedding"].shape[0],
         vocab_size=state_dict["token_embedding.weight"].shape[0],
         transformer_width=width,
         transformer_heads=max(1, width // 64),
-        transformer_layers=_count_blocks(state_dict, "transformer.resblocks."),
+        transformer_layers=count_blocks(state_dict, "transformer.resblocks."),
     )
-
-
-def inflate_patch_conv(conv1_weight: torch.Tensor, kernel_t: int = 3) -> torch.Tensor:
-    """CLIP4Clip's conv2 initialisation: conv1 in the middle temporal slot, zeros elsewhere,
-    so at initialisation the 3D patch equals the 2D patch applied to each frame."""
-    out = conv1_weight.new_zeros(conv1_weight.shape[0], conv1_weight.shape[1], kernel_t,
-                                 *conv1_weight.shape[2:])
-    out[:, :, (kernel_t - 1) // 2] = conv1_weight
-    return out
 
 
 def build_clip(state_dict: dict, linear_patch: str = "2d", source: str = "CLIP state dict") -> CLIP:
     """Build CLIP from an OpenAI-named state dict and load it strictly (fp32)."""
-    state_dict = {k: v for k, v in state_dict.items() if k not in _METADATA_KEYS}
+    state_dict = without_metadata(state_dict)
     try:
         config = config_from_state_dict(state_dict)
     except KeyError as err:
@@ -306,36 +307,7 @@ def build_clip(state_dict: dict, linear_patch: str = "2d", source: str = "CLIP s
     return model.float()
 
 
-# ----------------------------------------------------------------------------- files
-def load_clip_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read OpenAI's TorchScript archive (or a plain state dict) as fp32 tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file (0 bytes), not a CLIP checkpoint")
-    state_dict = _read_archive_or_pickle(path)
-    if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
-        state_dict = state_dict["state_dict"]
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items() if k not in _METADATA_KEYS}
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in state_dict.items()}
-
-
-def _read_archive_or_pickle(path: Path):
-    if zipfile.is_zipfile(path):
-        try:
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception:  # a zip written by torch.save, not a TorchScript archive
-            pass
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable CLIP checkpoint "
-                              f"(neither a TorchScript archive nor a weights-only state dict): {err}") from err
-
-
+# ----------------------------------------------------------------------------- released files
 class CLIPDownloadError(RuntimeError):
     pass
 
@@ -386,9 +358,3 @@ def resolve_clip_checkpoint(name_or_path: str, cache_dir: str | os.PathLike | No
             f"could not download CLIP {name_or_path} from {url} ({err}). Without internet, put "
             f"{filename} (SHA-256 {expected}) into {cache} (or set CLIP_CACHE_DIR), or pass the "
             f"file's path to --pretrained_clip_name") from err
-
-
-def load_pretrained_clip(name_or_path: str, linear_patch: str = "2d",
-                         cache_dir: str | os.PathLike | None = None) -> CLIP:
-    path = resolve_clip_checkpoint(name_or_path, cache_dir)
-    return build_clip(load_clip_state_dict(path), linear_patch=linear_patch, source=str(path))

@@ -44,12 +44,20 @@ from pathlib import Path
 import torch
 
 from modules.clip import config_from_state_dict
-from modules.state_dict_utils import CheckpointError, state_dict_problems
 from modules.video_encoder_evl import InternVideoCLIP, evl_config_from_clip, evl_config_from_state_dict
+from modules.weights import (
+    CheckpointError,
+    as_fp32,
+    inflate_patch_conv,
+    load_torch_file,
+    state_dict_problems,
+    strip_prefixes,
+    unwrap_state_dict,
+    without_metadata,
+)
 
 logger = logging.getLogger(__name__)
 
-METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 PREFIXES = ("module.", "clip.")
 RENAMES = {
     "visual.proj": "visual_proj",
@@ -62,101 +70,29 @@ EVL_ONLY_PREFIXES = ("visual.transformer.dpe.", "visual.transformer.dec.", "visu
 
 
 # ----------------------------------------------------------------------------- reading
-class _InertStub:
-    """Stands in for any non-tensor object pickled in a checkpoint; it runs none of its code."""
-
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
-def _load_weights_only(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first_error:  # retried with stubs, then reported
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:  # not a zip checkpoint: report the original error
-            names = []
-        if not names:
-            message = f"{path}: cannot be read as a weights-only checkpoint: {first_error}"
-            raise CheckpointError(message) from first_error
-        logger.info("%s: replacing pickled non-tensor objects by inert stubs: %s", path, ", ".join(names))
-        stubs = [(type(name.rsplit(".", 1)[-1], (_InertStub,), {}), name) for name in names]
-        try:
-            with torch.serialization.safe_globals(stubs):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint: {err}") from err
-
-
-def unwrap_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The tensor dict inside a Lightning (`state_dict`) or `model` wrapper, or the dict itself."""
-    if isinstance(obj, dict):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{source}: does not hold a state dict")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{source}: entries that are not tensors: {', '.join(map(str, bad[:10]))}")
-    return obj
-
-
 def read_internvideo_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read an InternVideo checkpoint file into an InternVideo-named fp32 state dict."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"InternVideo checkpoint not found: {path} (--pretrained_path)")
-    return normalize_internvideo_keys(unwrap_state_dict(_load_weights_only(path), str(path)))
-
-
-def _strip_prefixes(key: str) -> str:
-    for prefix in PREFIXES:
-        key = key.removeprefix(prefix)
-    return key
-
-
-def normalize_internvideo_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip `module.`/`clip.`, rename `visual.proj`/`visual.ln_post.*`, drop metadata, cast to fp32."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        key = _strip_prefixes(key)
-        key = RENAMES.get(key, key)
-        if key in METADATA_KEYS:
-            continue
-        if key in out:
-            raise CheckpointError(f"two checkpoint entries map to the key {key!r} after prefix stripping")
-        out[key] = value.float() if value.is_floating_point() else value
-    return out
-
-
-def clip_to_internvideo_names(clip_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """OpenAI CLIP weights under InternVideo's names (to start the model from CLIP alone)."""
-    return normalize_internvideo_keys(clip_state_dict)
+    obj = load_torch_file(path, "a weights-only checkpoint", stub_objects=True)
+    return normalize_internvideo_keys(unwrap_state_dict(obj, str(path)))
 
 
 def _plain_clip(clip_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OpenAI names kept (no renaming), prefixes and metadata removed, fp32."""
-    return {_strip_prefixes(k): (v.float() if v.is_floating_point() else v)
-            for k, v in clip_state_dict.items() if _strip_prefixes(k) not in METADATA_KEYS}
+    return as_fp32(without_metadata(strip_prefixes(clip_state_dict, PREFIXES)))
+
+
+def normalize_internvideo_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip `module.`/`clip.`, rename `visual.proj`/`visual.ln_post.*`, drop metadata, cast to fp32."""
+    if len(strip_prefixes(state_dict, PREFIXES)) != len(state_dict):
+        raise CheckpointError("two checkpoint entries map to one key after stripping the prefixes "
+                              f"{', '.join(PREFIXES)}")
+    return {RENAMES.get(k, k): v for k, v in _plain_clip(state_dict).items()}
 
 
 # ----------------------------------------------------------------------------- shapes
-def inflate_2d_to_3d(weight: torch.Tensor, time_dim: int) -> torch.Tensor:
-    """[out, in, kh, kw] -> [out, in, time_dim, kh, kw], the 2D kernel in the centre slot."""
-    out = weight.new_zeros(weight.shape[0], weight.shape[1], time_dim, *weight.shape[2:])
-    out[:, :, time_dim // 2] = weight
-    return out
-
-
 def inflate_to_shapes(state_dict: dict[str, torch.Tensor],
                       shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
     """Inflate every 4D conv weight whose target (by `shapes`) is the matching 5D kernel."""
@@ -165,7 +101,7 @@ def inflate_to_shapes(state_dict: dict[str, torch.Tensor],
         target = shapes.get(key)
         if target is not None and value.dim() == 4 and len(target) == 5 \
                 and tuple(value.shape) == (target[0], target[1], target[3], target[4]):
-            out[key] = inflate_2d_to_3d(value, target[2])
+            out[key] = inflate_patch_conv(value, target[2])
     return out
 
 
@@ -258,7 +194,7 @@ def _model_from_clip(clip_state_dict: dict[str, torch.Tensor] | None, t_size: in
         raise ValueError("the InternVideo model needs --pretrained_path or a CLIP state dict to start from")
     if mergeclip:
         logger.warning("--mergeclip ignored: there is no InternVideo checkpoint to merge CLIP into")
-    state_dict = clip_to_internvideo_names(clip_state_dict)
+    state_dict = normalize_internvideo_keys(clip_state_dict)
     model = InternVideoCLIP(evl_config_from_clip(config_from_state_dict(_plain_clip(clip_state_dict)), t_size))
     state_dict = inflate_to_shapes(state_dict, {k: v.shape for k, v in model.state_dict().items()})
     logger.warning("no InternVideo checkpoint: starting from CLIP, temporal module freshly initialised")

@@ -68,12 +68,6 @@ class CrossEn(nn.Module):
         return -torch.diagonal(F.log_softmax(sim_matrix, dim=-1)).mean()
 
 
-def dual_softmax(sim: torch.Tensor) -> torch.Tensor:
-    """InternVideo's inference DSL: sim * softmax(sim, dim=0), i.e. each video column is
-    normalised over all texts. Transductive: uses the statistics of the whole test set."""
-    return sim * torch.softmax(sim, dim=0)
-
-
 def same_video_negatives(row_ids: torch.Tensor, col_ids: torch.Tensor, offset: int) -> torch.Tensor:
     """Bool [len(row_ids), len(col_ids)]: True where the pair shows the same video but is not
     the positive pair (row i's positive is column `offset + i`)."""

@@ -38,10 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from modules import interaction
+from modules.clip import build_clip
 from modules.losses import all_gather_with_grad, local_contrastive_loss, world_info
-from modules.module_cross import CrossModel, init_bert_style
-from modules.module_cross import Transformer as TransformerClip
-from modules.state_dict_utils import CheckpointError, state_dict_problems, strip_prefixes
+from modules.module_cross import CrossModel, MaskedTransformer, init_bert_style
+from modules.weights import clip_subdict, load_state_dict_strict, strip_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ class RetrievalConfig:
 
     loose_type: None means "dot-product heads unless sim_header is tightTransf"
     (CLIP4Clip requires `--loose_type` for meanP/seqLSTM/seqTransf and forbids it for
-    tightTransf). frame_norm: 'none' is InternVideo's meanP (masked mean, then L2), 'l2' is
-    CLIP4Clip's (L2-normalise every frame first). freeze_layer_num: -1 freezes nothing; N >= 0
-    freezes the CLIP embeddings and the residual blocks below N in both towers.
+    tightTransf); this is the one place that decides it, and the model reads only sim_header.
+    frame_norm: 'none' is InternVideo's meanP (masked mean, then L2), 'l2' is CLIP4Clip's
+    (L2-normalise every frame first). freeze_layer_num: -1 freezes nothing; N >= 0 freezes
+    the CLIP embeddings and the residual blocks below N in both towers.
     cross_pair_chunk: (text, video) pairs per cross-encoder pass for tightTransf.
     """
 
@@ -67,8 +69,6 @@ class RetrievalConfig:
     loose_type: bool | None = None
     linear_patch: str = "2d"
     cross_num_hidden_layers: int = 4
-    max_words: int = 32
-    max_frames: int = 12
     frame_norm: str = "none"
     interaction: str = "no"
     wti_arch: int = 0
@@ -131,7 +131,7 @@ def lstm_head(lstm: nn.LSTM, frames: torch.Tensor, mask: torch.Tensor) -> torch.
     return out + frames
 
 
-def transformer_head(position_embeddings: nn.Embedding, transformer: TransformerClip,
+def transformer_head(position_embeddings: nn.Embedding, transformer: MaskedTransformer,
                      frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """seqTransf: frame position embeddings, transformer with padded frames masked, residual add."""
     length = frames.shape[1]
@@ -171,7 +171,7 @@ class CLIP4Clip(nn.Module):
         if header in ("seqLSTM", "seqTransf"):
             self.frame_position_embeddings = nn.Embedding(context, width)
         if header == "seqTransf":
-            self.transformerClip = TransformerClip(width, layers, heads)
+            self.transformerClip = MaskedTransformer(width, layers, heads)
         if header == "seqLSTM":
             self.lstm_visual = nn.LSTM(width, width, num_layers=1, batch_first=True)
             self.frame_position_embeddings.requires_grad_(False)  # unused, kept for checkpoints
@@ -190,8 +190,6 @@ class CLIP4Clip(nn.Module):
     @classmethod
     def from_clip_state_dict(cls, config: RetrievalConfig, clip_state_dict: dict[str, torch.Tensor]) -> CLIP4Clip:
         """Stock tower from an OpenAI-named CLIP state dict; heads initialised as CLIP4Clip does."""
-        from modules.clip import build_clip
-
         return cls(config, build_clip(dict(clip_state_dict), linear_patch=config.linear_patch))
 
     @classmethod
@@ -199,8 +197,7 @@ class CLIP4Clip(nn.Module):
                                   source: str = "state dict") -> CLIP4Clip:
         """Stock tower and heads from a whole CLIP4Clip `pytorch_model.bin` state dict (strict)."""
         state_dict = strip_prefixes(state_dict)
-        clip_sd = {k[len("clip."):]: v for k, v in state_dict.items() if k.startswith("clip.")}
-        model = cls.from_clip_state_dict(config, clip_sd)
+        model = cls.from_clip_state_dict(config, clip_subdict(state_dict))
         load_clip4clip_state_dict(model, state_dict, source=source)
         return model
 
@@ -229,8 +226,6 @@ class CLIP4Clip(nn.Module):
                 block.load_state_dict(source.state_dict())
 
     def _make_weight_fcs(self, dim: int) -> None:
-        from modules import interaction
-
         if self.config.interaction == "wti" or self.config.wti_arch > 0:
             self.text_weight_fc = interaction.make_weight_fc(self.config.wti_arch, dim)
             self.video_weight_fc = interaction.make_weight_fc(self.config.wti_arch, dim)
@@ -253,15 +248,7 @@ class CLIP4Clip(nn.Module):
         InternVideo, which its name test froze by mistake), the 3-D conv2, InternVideo's
         temporal module, logit_scale.
         """
-        frozen = []
-        if freeze_layer_num < 0:
-            return frozen
-        for name, param in self.clip.named_parameters():
-            if _frozen_by_layer_num(name, freeze_layer_num):
-                param.requires_grad_(False)
-                frozen.append("clip." + name)
-        logger.info("freeze_layer_num=%d froze %d CLIP tensors", freeze_layer_num, len(frozen))
-        return frozen
+        return ["clip." + name for name in freeze_clip(self.clip, freeze_layer_num)]
 
     # ------------------------------------------------------------------ encoders
     @property
@@ -329,8 +316,6 @@ class CLIP4Clip(nn.Module):
         scale = self.clip.logit_scale.exp()
         if self.config.interaction == "no":
             return scale * F.normalize(text_feats["text"], dim=-1) @ video_feats["video"].t()
-        from modules import interaction
-
         if self.config.interaction == "wti":
             sim = interaction.wti_similarity(text_feats["tokens"], text_feats["mask"], video_feats["frames"],
                                              video_feats["mask"], self.text_weight_fc, self.video_weight_fc)
@@ -416,6 +401,21 @@ def _frozen_by_layer_num(name: str, n: int) -> bool:
     return name.startswith(_EMBEDDING_PREFIXES)
 
 
+def freeze_clip(clip: nn.Module, freeze_layer_num: int) -> list[str]:
+    """`--freeze_layer_num N` on a CLIP or InternVideo model (see `CLIP4Clip.freeze_clip_layers`);
+    returns the names it froze."""
+    if freeze_layer_num < -1:
+        raise ValueError(f"freeze_layer_num must be >= -1, got {freeze_layer_num}")
+    frozen = []
+    for name, param in clip.named_parameters():
+        if freeze_layer_num >= 0 and _frozen_by_layer_num(name, freeze_layer_num):
+            param.requires_grad_(False)
+            frozen.append(name)
+    if freeze_layer_num >= 0:
+        logger.info("freeze_layer_num=%d froze %d CLIP tensors", freeze_layer_num, len(frozen))
+    return frozen
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def config_hints(state_dict: dict[str, torch.Tensor]) -> dict[str, object]:
     """Model options a CLIP4Clip/InternVideo checkpoint implies, read off its key names."""
@@ -442,10 +442,6 @@ def load_clip4clip_state_dict(model: CLIP4Clip, state_dict: dict[str, torch.Tens
     with the model options the checkpoint's keys suggest. fp16 tensors are cast on copy.
     """
     state_dict = strip_prefixes(state_dict)
-    problems = state_dict_problems(model, state_dict)
-    if problems:
-        hints = config_hints(state_dict)
-        hint = f"\n  the checkpoint's keys suggest: {hints}" if hints else ""
-        raise CheckpointError(f"{source} does not match the model ({model.config}):\n  "
-                              + "\n  ".join(problems) + hint)
-    model.load_state_dict(state_dict, strict=True)
+    hints = config_hints(state_dict)
+    hint = f"\n  the checkpoint's keys suggest: {hints}" if hints else ""
+    load_state_dict_strict(model, state_dict, source=f"{source} ({model.config})", hint=hint)

@@ -48,7 +48,7 @@ class CrossBlock(ResidualAttentionBlock):
         self.ln_2 = tf_layer_norm(d_model)
 
 
-class Transformer(nn.Module):
+class MaskedTransformer(nn.Module):
     """`transformerClip` / `cross.transformer`: blocks over [N, L, D] with a key padding mask."""
 
     def __init__(self, width: int, layers: int, heads: int):
@@ -95,7 +95,7 @@ class CrossModel(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, max_positions: int, dropout: float = 0.1):
         super().__init__()
         self.embeddings = CrossEmbeddings(width, max_positions, dropout)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = MaskedTransformer(width, layers, heads)
         self.pooler = CrossPooler(width)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,18 +98,6 @@ class WarmupCosine:
         return lr_multiplier(step / self.total_steps, self.warmup, self.schedule)
 
 
-def total_training_steps(batches_per_epoch: int, epochs: int, grad_accum: int = 1) -> int:
-    """Optimiser updates in a run: ``ceil(batches / grad_accum) * epochs``.
-
-    CLIP4Clip uses the float ``(batches + accum - 1) / accum * epochs``, equal to this when
-    ``grad_accum`` is 1; with accumulation it overshoots by a fraction of a step per epoch (the
-    curve then never quite reaches 0). Ours assumes the loop also steps on a final partial
-    accumulation window of each epoch."""
-    if batches_per_epoch <= 0 or epochs <= 0 or grad_accum <= 0:
-        raise ValueError("batches_per_epoch, epochs and grad_accum must be positive")
-    return math.ceil(batches_per_epoch / grad_accum) * epochs
-
-
 # ----------------------------------------------------------------------------- groups
 def _is_norm_module(module: nn.Module) -> bool:
     norm_types = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.LocalResponseNorm)
@@ -225,7 +213,8 @@ def build_optimizer(model: nn.Module, lr: float, coef_lr: float = 1.0, weight_de
                     eps: float = EPS, max_grad_norm: float = 1.0) -> tuple[torch.optim.Optimizer, LambdaLR]:
     """CLIP4Clip's optimiser as ``(optimizer, scheduler)``.
 
-    ``total_steps`` counts optimiser updates (see ``total_training_steps``). ``max_grad_norm``
+    ``total_steps`` counts optimiser updates: ``batches // accumulation * epochs``, since the
+    training loop drops a partial accumulation window at the end of an epoch. ``max_grad_norm``
     is BertAdam's per-parameter clip (ignored by AdamW; clip globally in the loop)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")

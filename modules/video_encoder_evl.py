@@ -11,7 +11,8 @@ Video path (frames enter as [B, 3, T, H, W]):
      at zero, so at initialisation the query stays equal to `temporal_cls_token`.
   3. Output = (1 - sigmoid(balance)) * query + sigmoid(balance) * mean_t(frame CLS tokens of
      the last block), then `visual_ln_post` and `visual_proj`: one vector per clip.
-Text path: CLIP's text tower (causal mask, `ln_final`, `text_projection` at the end token).
+Text path: CLIP's text tower (`modules.clip.TextTower`: causal mask, `ln_final`,
+`text_projection` at the end token).
 
 Parameter names are InternVideo's (`visual.transformer.dpe.N.*`, `visual.transformer.dec.N.*`,
 `visual.transformer.temporal_cls_token`, `visual.transformer.balance`, `visual_ln_post.*`,
@@ -34,8 +35,8 @@ Differences from the published code (InternVideo1 Video-Text-Retrieval, `modules
     DRL path compared unprojected text tokens with projected video tokens.
   * Gradient checkpointing is a flag (`set_grad_checkpointing`), off by default; the
     published model always checkpoints every ViT block.
-  * Freezing (`freeze_evl`) treats both towers alike: embeddings and blocks below N frozen,
-    the projections, final norms and the temporal module trainable. The published rule froze
+  * Freezing (`CLIP4Clip.freeze_clip_layers`) treats both towers alike: embeddings and blocks
+    below N frozen, the projections, final norms and the temporal module trainable. The published rule froze
     `visual_proj`, `visual_ln_post`, `temporal_cls_token` and `balance` (their names did not
     match its keep-list) while `text_projection` trained.
   * Batch-first tensors and `F.scaled_dot_product_attention` (numerically the same attention).
@@ -49,14 +50,15 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from modules.clip import CLIPConfig, LayerNorm, QuickGELU, ResidualAttentionBlock, Transformer
+from modules.clip import CLIPConfig, LayerNorm, QuickGELU, ResidualAttentionBlock, TextTower, config_from_state_dict
+from modules.weights import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +66,9 @@ NUM_EVL_LAYERS = 4  # InternVideo's decoder depth: the last four ViT blocks feed
 
 
 @dataclass(frozen=True)
-class EVLConfig:
-    """Every size of InternVideo's model; `return_list` empty means "the last `num_evl_layers`"."""
+class EVLConfig(CLIPConfig):
+    """CLIP's sizes plus the temporal module's; `return_list` empty means "the last `num_evl_layers`"."""
 
-    embed_dim: int
-    image_resolution: int
-    vision_layers: int
-    vision_width: int
-    vision_patch_size: int
-    context_length: int
-    vocab_size: int
-    transformer_width: int
-    transformer_heads: int
-    transformer_layers: int
     t_size: int = 8
     num_evl_layers: int = NUM_EVL_LAYERS
     return_list: tuple[int, ...] = field(default=())
@@ -91,52 +83,25 @@ class EVLConfig:
             raise ValueError(f"return_list {layers} must be distinct blocks in 0..{self.vision_layers - 1}")
 
     @property
-    def vision_heads(self) -> int:
-        return max(1, self.vision_width // 64)
-
-    @property
     def resolved_return_list(self) -> tuple[int, ...]:
         if self.return_list:
             return tuple(self.return_list)
         return tuple(range(self.vision_layers - self.num_evl_layers, self.vision_layers))
 
 
-def _count_indices(state_dict: dict, prefix: str) -> int:
-    return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
-
-
 def evl_config_from_state_dict(state_dict: dict, t_size: int = 8) -> EVLConfig:
     """Read the sizes off an InternVideo-named state dict (after `visual_proj` renaming)."""
-    conv1 = state_dict["visual.conv1.weight"]
-    grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    width = state_dict["ln_final.weight"].shape[0]
-    return EVLConfig(
-        embed_dim=state_dict["visual_proj"].shape[1],
-        image_resolution=conv1.shape[-1] * grid,
-        vision_layers=_count_indices(state_dict, "visual.transformer.resblocks."),
-        vision_width=state_dict["visual_proj"].shape[0],
-        vision_patch_size=conv1.shape[-1],
-        context_length=state_dict["positional_embedding"].shape[0],
-        vocab_size=state_dict["token_embedding.weight"].shape[0],
-        transformer_width=width,
-        transformer_heads=max(1, width // 64),
-        transformer_layers=_count_indices(state_dict, "transformer.resblocks."),
-        t_size=t_size,
-        num_evl_layers=_count_indices(state_dict, "visual.transformer.dec.") or NUM_EVL_LAYERS,
-    )
+    if "visual_proj" not in state_dict:
+        raise CheckpointError("not an InternVideo state dict: 'visual_proj' is missing")
+    clip = config_from_state_dict({**state_dict, "visual.proj": state_dict["visual_proj"]})
+    decoders = len({k.split(".")[3] for k in state_dict if k.startswith("visual.transformer.dec.")})
+    return EVLConfig(**asdict(clip), t_size=t_size, num_evl_layers=decoders or NUM_EVL_LAYERS)
 
 
 def evl_config_from_clip(config: CLIPConfig, t_size: int = 8, **overrides) -> EVLConfig:
     """The InternVideo model with the sizes of an OpenAI CLIP (B/16 -> blocks 8-11, L/14 -> 20-23)."""
     overrides.setdefault("num_evl_layers", min(NUM_EVL_LAYERS, config.vision_layers))
-    return EVLConfig(
-        embed_dim=config.embed_dim, image_resolution=config.image_resolution,
-        vision_layers=config.vision_layers, vision_width=config.vision_width,
-        vision_patch_size=config.vision_patch_size, context_length=config.context_length,
-        vocab_size=config.vocab_size, transformer_width=config.transformer_width,
-        transformer_heads=config.transformer_heads, transformer_layers=config.transformer_layers,
-        t_size=t_size, **overrides,
-    )
+    return EVLConfig(**asdict(config), t_size=t_size, **overrides)
 
 
 # ----------------------------------------------------------------------------- temporal module
@@ -291,13 +256,12 @@ class EVLVisionTransformer(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the model
-class InternVideoCLIP(nn.Module):
-    """InternVideo's CLIP: EVL video tower + CLIP text tower, InternVideo's parameter names."""
+class InternVideoCLIP(TextTower):
+    """InternVideo's CLIP: EVL video tower + CLIP's text tower, InternVideo's parameter names."""
 
     def __init__(self, config: EVLConfig):
         super().__init__()
         self.config = config
-        self.context_length = config.context_length
         self.visual = EVLVisionTransformer(
             input_resolution=config.image_resolution, patch_size=config.vision_patch_size,
             width=config.vision_width, layers=config.vision_layers, heads=config.vision_heads,
@@ -307,34 +271,15 @@ class InternVideoCLIP(nn.Module):
         self.visual_ln_post = LayerNorm(config.vision_width)
         scale = config.vision_width ** -0.5
         self.visual_proj = nn.Parameter(scale * torch.randn(config.vision_width, config.embed_dim))
-        self.transformer = Transformer(config.transformer_width, config.transformer_layers, config.transformer_heads)
-        self.vocab_size = config.vocab_size
-        self.token_embedding = nn.Embedding(config.vocab_size, config.transformer_width)
-        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, config.transformer_width))
-        self.ln_final = LayerNorm(config.transformer_width)
-        self.text_projection = nn.Parameter(torch.empty(config.transformer_width, config.embed_dim))
-        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self._build_text_tower(config)
         # A masked-language-modelling leftover of pretraining, unused in retrieval; kept so
         # that released checkpoints load strictly.
         self.text_mask_embedding = nn.Parameter(torch.empty(1, 1, config.transformer_width))
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
+        super().initialize_parameters()
         nn.init.normal_(self.text_mask_embedding, std=0.02)
-        width, layers = self.transformer.width, self.transformer.layers
-        proj_std = (width ** -0.5) * ((2 * layers) ** -0.5)
-        for block in self.transformer.resblocks:
-            nn.init.normal_(block.attn.in_proj_weight, std=width ** -0.5)
-            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
-            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
-            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
-        nn.init.normal_(self.text_projection, std=width ** -0.5)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.visual.conv1.weight.dtype
 
     def set_grad_checkpointing(self, vision: bool = True, text: bool = False) -> None:
         """Recompute ViT blocks (and the temporal module) in backward instead of storing them."""
@@ -360,21 +305,6 @@ class InternVideoCLIP(nn.Module):
             return pooled, self.project_video(frame_cls)
         return pooled
 
-    def encode_text(self, text: torch.Tensor, return_hidden: bool = False):
-        """Token ids [N, L] (L <= context length) -> [N, embed_dim] at the end token (argmax id).
-
-        With `return_hidden`, also every token's projected state [N, L, embed_dim].
-        """
-        length = text.shape[1]
-        if length > self.context_length:
-            raise ValueError(f"text length {length} exceeds the context length {self.context_length}")
-        x = self.token_embedding(text).to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
-        x = self.ln_final(self.transformer(x, is_causal=True))
-        pooled = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)] @ self.text_projection
-        if return_hidden:
-            return pooled, x @ self.text_projection
-        return pooled
-
     def forward(self, video: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (video x text, text x video), scaled by exp(logit_scale)."""
         video_feat = F.normalize(self.encode_video(video), dim=-1)
@@ -395,38 +325,3 @@ def _frame_mask(video_mask: torch.Tensor | None, shape: torch.Size, device: torc
     if not bool(mask.any(dim=1).all()):
         raise ValueError("video_mask has a clip without any real frame")
     return mask
-
-
-# ----------------------------------------------------------------------------- freezing
-_EMBEDDINGS = ("token_embedding.", "positional_embedding", "text_mask_embedding",
-               "visual.conv1.", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.")
-_BLOCK_PREFIXES = ("transformer.resblocks.", "visual.transformer.resblocks.")
-
-
-def _is_frozen(name: str, n: int) -> bool:
-    for prefix in _BLOCK_PREFIXES:
-        if name.startswith(prefix):
-            return int(name[len(prefix):].split(".")[0]) < n
-    return name.startswith(_EMBEDDINGS)
-
-
-def freeze_evl(model: nn.Module, freeze_layer_num: int) -> list[str]:
-    """`--freeze_layer_num N` for the InternVideo model, the same rule on both towers.
-
-    N = -1 freezes nothing. N >= 0 freezes the embeddings (text: token, positional and mask
-    embeddings; video: patch conv, class and positional embeddings, `ln_pre`) and the
-    residual blocks with index < N in each tower. The final norms, both projections, the
-    temporal module (`dpe`, `dec`, `temporal_cls_token`, `balance`), `logit_scale` and the
-    blocks >= N train. `model` is an `InternVideoCLIP` or a wrapper holding it as `clip`.
-    Returns the names it froze.
-    """
-    if freeze_layer_num < -1:
-        raise ValueError(f"freeze_layer_num must be >= -1, got {freeze_layer_num}")
-    frozen = []
-    for name, param in model.named_parameters():
-        local = name.removeprefix("clip.")
-        if freeze_layer_num >= 0 and _is_frozen(local, freeze_layer_num):
-            param.requires_grad_(False)
-            frozen.append(name)
-    logger.info("freeze_layer_num=%d: froze %d parameter tensors", freeze_layer_num, len(frozen))
-    return frozen

@@ -13,21 +13,19 @@ import pytest
 import torch
 from torch import nn
 
-from modules import checkpoint as ckpt
-from modules.checkpoint import (
-    CheckpointError,
+from engine import run_folder
+from engine.run_folder import (
     atomic_write,
     capture_rng_state,
-    latest_checkpoint,
-    load_model_weights,
     load_training_state,
     read_best,
-    read_meta,
     restore_rng_state,
     save_checkpoint,
     update_best,
 )
+from modules import weights
 from modules.optimization import build_optimizer, clamp_logit_scale
+from modules.weights import CheckpointError, load_model_weights, read_meta
 
 
 class Toy(nn.Module):
@@ -265,15 +263,6 @@ def test_keep_last_prunes_old_epochs_only(tmp_path):
     for epoch in range(1, 5):
         save_checkpoint(tmp_path, Toy(), epoch=epoch, step=epoch * 10, keep_last=2)
     assert _files(tmp_path / "checkpoints") == ["epoch_3", "epoch_4", "warm_start"]
-    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "epoch_4"
-
-
-def test_latest_checkpoint_ignores_incomplete(tmp_path):
-    assert latest_checkpoint(tmp_path) is None
-    save_checkpoint(tmp_path, Toy(), epoch=1, step=10)
-    second = save_checkpoint(tmp_path, Toy(), epoch=2, step=20)
-    (second / "meta.json").unlink()
-    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "epoch_1"
 
 
 def _metrics(r1):
@@ -283,7 +272,7 @@ def _metrics(r1):
 def test_best_tracking_survives_pruning(tmp_path, caplog):
     models = {1: Toy(seed=1), 2: Toy(seed=2), 3: Toy(seed=3)}
     scores = {1: 10.0, 2: 20.0, 3: 15.0}
-    with caplog.at_level(logging.INFO, logger="modules.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="engine.run_folder"):
         became_best = []
         for epoch, model in models.items():
             folder = save_checkpoint(tmp_path, model, epoch=epoch, step=epoch, keep_last=1)
@@ -432,4 +421,5 @@ def test_save_refuses_bad_tags(tmp_path):
 
 
 def test_module_constants_describe_the_layout():
-    assert (ckpt.MODEL_FILE, ckpt.STATE_FILE, ckpt.META_FILE) == ("model.safetensors", "training_state.pt", "meta.json")
+    names = (weights.MODEL_FILE, run_folder.STATE_FILE, weights.META_FILE)
+    assert names == ("model.safetensors", "training_state.pt", "meta.json")

@@ -17,11 +17,10 @@ from modules.clip import (
     CLIPConfig,
     CLIPDownloadError,
     build_clip,
-    load_clip_state_dict,
     resolve_clip_checkpoint,
 )
-from modules.state_dict_utils import CheckpointError
 from modules.tokenization_clip import clip_tokenize
+from modules.weights import CheckpointError, load_clip_state_dict
 
 open_clip = pytest.importorskip("open_clip")
 pytestmark = [

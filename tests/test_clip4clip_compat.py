@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from modules.modeling import CLIP4Clip, RetrievalConfig, load_clip4clip_state_dict
-from modules.state_dict_utils import CheckpointError
+from modules.weights import CheckpointError
 from tests.tiny_clip import random_captions, random_video, tiny_clip_state_dict
 
 WIDTH = 128  # text width and embed dim: 2 heads, so per-head masking is exercised

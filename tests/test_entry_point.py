@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import main_task_retrieval
+from engine.builders import model_spec_from_args
 from tests.engine_helpers import read_results, read_steps, run_processes, tiny_run_args
 
 
@@ -111,7 +112,8 @@ def test_mergeclip_is_a_real_boolean(argv, expected):
 
 def test_argument_rules():
     get = main_task_retrieval.get_args
-    assert get(["--do_eval", "--output_dir", "x", "--sim_header", "tightTransf", "--loose_type"]).loose_type is False
+    tight = get(["--do_eval", "--output_dir", "x", "--sim_header", "tightTransf", "--loose_type"])
+    assert model_spec_from_args(tight).head.loose_type is False
     assert get(["--do_eval", "--output_dir", "x", "--fp16"]).precision == "fp16"
     assert get(["--do_eval", "--output_dir", "x", "--local-rank", "3"]).local_rank == 3
     with pytest.raises(SystemExit):

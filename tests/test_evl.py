@@ -17,14 +17,14 @@ from modules.internvideo_checkpoint import (
     normalize_internvideo_keys,
     read_internvideo_checkpoint,
 )
-from modules.state_dict_utils import CheckpointError
+from modules.modeling import CLIP4Clip, RetrievalConfig, freeze_clip
 from modules.video_encoder_evl import (
     EVLConfig,
     InternVideoCLIP,
     TemporalDecoderLayer,
     evl_config_from_state_dict,
-    freeze_evl,
 )
+from modules.weights import CheckpointError
 
 # ----------------------------------------------------------------------------- written-down specs
 # InternVideo1 Video-Text-Retrieval, modules/clip_evl/model.py (CLIP) with the backbone of
@@ -480,8 +480,8 @@ def _trainable(model: nn.Module) -> set[str]:
 
 def test_freeze_rules_symmetric():
     model = tiny_model()
-    assert freeze_evl(model, -1) == [] and _trainable(model) == {n for n, _ in model.named_parameters()}
-    frozen = set(freeze_evl(model, 1))
+    assert freeze_clip(model, -1) == [] and _trainable(model) == {n for n, _ in model.named_parameters()}
+    frozen = set(freeze_clip(model, 1))
     embeddings = {
         "token_embedding.weight",
         "positional_embedding",
@@ -510,18 +510,12 @@ def test_freeze_rules_symmetric():
     ):
         assert name in trainable, name
     with pytest.raises(ValueError):
-        freeze_evl(model, -2)
+        freeze_clip(model, -2)
 
 
-def test_freeze_through_wrapper_prefix():
-    class Wrapper(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.clip = tiny_model()
-            self.head = nn.Linear(2, 2)
-
-    wrapper = Wrapper()
-    frozen = freeze_evl(wrapper, 0)
+def test_freeze_through_the_retrieval_model():
+    wrapper = CLIP4Clip(RetrievalConfig(freeze_layer_num=-1), tiny_model())
+    frozen = wrapper.freeze_clip_layers(0)
     assert "clip.visual.conv1.weight" in frozen and "clip.token_embedding.weight" in frozen
     assert not any("resblocks" in n or n.startswith("head") for n in frozen)
 

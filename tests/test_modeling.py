@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from torch import nn
 
+from modules import interaction as drl
+from modules import video_encoder_evl as evl
+from modules.clip import build_clip, config_from_state_dict
 from modules.modeling import CLIP4Clip, RetrievalConfig, load_clip4clip_state_dict, masked_mean
 from modules.module_cross import TF_LAYER_NORM_EPS
 from tests.tiny_clip import random_captions, random_video, tiny_clip_state_dict
@@ -17,7 +18,6 @@ HEADS = [
     dict(sim_header="seqTransf"), dict(sim_header="tightTransf"), dict(sim_header="meanP", linear_patch="3d"),
     dict(sim_header="seqTransf", linear_patch="3d"),
 ]
-HAS_INTERACTION = importlib.util.find_spec("modules.interaction") is not None
 
 
 def build(seed: int = 0, **options) -> CLIP4Clip:
@@ -84,11 +84,8 @@ def test_padding_changes_nothing(options):
     assert torch.all(vid2["frames"][padded_mask == 0] == 0)
 
 
-@pytest.mark.skipif(not HAS_INTERACTION, reason="modules/interaction.py not there yet")
 @pytest.mark.parametrize("interaction", ["wti", "ti"])
 def test_token_interaction_hook(interaction):
-    from modules import interaction as drl
-
     model = build(interaction=interaction, wti_arch=2)
     assert isinstance(model.text_weight_fc, nn.Module) and isinstance(model.video_weight_fc, nn.Module)
     gen = torch.Generator().manual_seed(2)
@@ -113,8 +110,6 @@ def test_token_interaction_hook(interaction):
 
 
 def test_ti_without_wti_arch_has_no_weight_fcs():
-    if not HAS_INTERACTION:
-        pytest.skip("modules/interaction.py not there yet")
     model = build(interaction="ti")
     assert not hasattr(model, "text_weight_fc")
 
@@ -279,8 +274,6 @@ class FakeVideoCLIP(nn.Module):
 
 
 def test_clip_evl_hook_treats_the_clip_vector_as_one_frame():
-    from modules.clip import build_clip
-
     clip = FakeVideoCLIP(build_clip(tiny_clip_state_dict(0)))
     model = CLIP4Clip(RetrievalConfig(), clip).eval()
     assert model.clip_evl
@@ -306,9 +299,6 @@ def test_from_clip4clip_state_dict_round_trip():
 
 
 def test_internvideo_encoder_through_the_hook():
-    evl = pytest.importorskip("modules.video_encoder_evl")
-    from modules.clip import config_from_state_dict
-
     torch.manual_seed(0)
     config = evl.evl_config_from_clip(config_from_state_dict(tiny_clip_state_dict(0)), t_size=3)
     model = CLIP4Clip(RetrievalConfig(freeze_layer_num=1), evl.InternVideoCLIP(config)).eval()

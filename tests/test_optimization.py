@@ -15,7 +15,6 @@ from modules.optimization import (
     current_lrs,
     lr_multiplier,
     parameter_groups,
-    total_training_steps,
 )
 
 
@@ -168,11 +167,6 @@ def test_invalid_settings_are_refused(kwargs):
     base = dict(lr=LR, coef_lr=COEF, weight_decay=WD, warmup_proportion=0.1, total_steps=10)
     with pytest.raises(ValueError):
         build_optimizer(ToyRetrieval(), **{**base, **kwargs})
-
-
-def test_total_training_steps():
-    assert total_training_steps(100, 5) == 500
-    assert total_training_steps(10, 2, grad_accum=3) == 8  # ceil(10 / 3) * 2
 
 
 def test_bertadam_update_matches_reference_formula():

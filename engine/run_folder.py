@@ -1,4 +1,4 @@
-"""Our checkpoints: safetensors weights, a JSON sidecar, a weights-only training state.
+"""The run folder: checkpoints with a training state, resume, pruning and the best checkpoint.
 
 Layout under ``<output_dir>/checkpoints/``::
 
@@ -18,8 +18,10 @@ over the final name (and the folder fsynced), so a crash leaves either the old o
 never a partial one. Re-saving a tag over an older save replaces the files one by one; if a crash
 hits in between, the checksums in meta.json no longer match and loading says so.
 
-Call the save functions on rank 0 only. ``load_model_weights`` also reads CLIP4Clip and
-InternVideo ``pytorch_model.bin`` files (pickled state dicts, loaded with ``weights_only=True``).
+Call the save functions on rank 0 only. Reading the weights back (``load_model_weights``, also
+for CLIP4Clip and InternVideo ``pytorch_model.bin`` files) and the model's own description
+(``model_spec`` in meta.json) belong to the model library: ``modules/weights.py``,
+``modules/factory.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import functools
 import json
 import logging
 import os
-import pickle
 import platform
 import random
 import re
@@ -37,26 +38,31 @@ import shutil
 import subprocess
 import types
 import uuid
-import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file as _safetensors_load
-from safetensors.torch import save_file as _safetensors_save
 from torch import nn
 
-from modules.state_dict_utils import CheckpointError, sha256_of, state_dict_problems, strip_prefixes
+from modules.weights import (
+    META_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    load_torch_file,
+    read_meta,
+    sha256_of,
+    unwrap_model,
+    verify_checksum,
+    write_model_weights,
+)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
-MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
-META_FILE = "meta.json"
 BEST_DIR = "best"
 BEST_POINTER = "best.json"
 FORMAT = "video-text-retrieval-checkpoint"
@@ -64,14 +70,6 @@ FORMAT_VERSION = 1
 STATE_FORMAT = "video-text-retrieval-training-state"
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 _TMP_MARK = ".tmp-"
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-__all__ = [
-    "CheckpointError", "LoadReport", "TrainingState", "save_checkpoint", "load_model_weights",
-    "load_training_state", "latest_checkpoint", "update_best", "read_best", "capture_rng_state",
-    "restore_rng_state", "atomic_write", "checkpoint_root", "prune_checkpoints", "read_meta",
-    "read_state_dict",
-]
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -109,7 +107,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as indented JSON, written atomically (numpy / torch scalars, paths... converted)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
     atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
@@ -226,31 +227,6 @@ def checkpoint_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / CHECKPOINTS_DIR
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare model under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
-    while True:
-        inner = next((m for m in (getattr(model, "module", None), getattr(model, "_orig_mod", None))
-                      if isinstance(m, nn.Module)), None)
-        if inner is None:
-            return model
-        model = inner
-
-
-def _tensors_for_safetensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, no shared storage (safetensors refuses aliased tensors)."""
-    out, seen = {}, set()
-    for key, value in model.state_dict().items():
-        tensor = value.detach().cpu().contiguous()
-        if tensor.numel():
-            storage = tensor.untyped_storage().data_ptr()
-            if storage in seen:
-                tensor = tensor.clone()
-            else:
-                seen.add(storage)
-        out[key] = tensor
-    return out
-
-
 def _training_state(epoch: int, step: int, optimizer, scheduler, scaler, sampler_epoch,
                     rng_states, extra) -> dict:
     if rng_states is None:
@@ -275,13 +251,15 @@ def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, *, epoch: i
                     metrics: Mapping | None = None, metrics_split: str | None = None,
                     args: Any = None, tag: str | None = None, keep_last: int | None = None,
                     rng_states: Mapping | list | None = None, extra: Mapping | None = None,
-                    save_training_state: bool = True) -> Path:
+                    save_training_state: bool = True, model_spec: Any = None) -> Path:
     """Write ``<output_dir>/checkpoints/<tag>/`` (tag defaults to ``epoch_<epoch>``); return it.
 
     ``rng_states``: None captures this process; pass a list (one ``capture_rng_state()`` per
     rank, e.g. from ``all_gather_object``) to let every rank resume its own streams.
     ``keep_last``: keep only the newest N ``epoch_<k>`` folders (other tags and ``best/`` are
-    never pruned). ``extra``: more resumable state (plain containers only)."""
+    never pruned). ``extra``: more resumable state (plain containers only). ``model_spec``: the
+    ``modules.factory.ModelSpec`` the model was built from, saved in meta.json so that
+    ``modules.factory.spec_from_checkpoint`` rebuilds the model from the folder alone."""
     tag = tag or f"epoch_{int(epoch)}"
     if "/" in tag or tag in ("", ".", "..", BEST_DIR) or _TMP_MARK in tag:
         raise ValueError(f"invalid checkpoint tag {tag!r}")
@@ -289,8 +267,7 @@ def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, *, epoch: i
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
     files = {}
-    tensors = _tensors_for_safetensors(_unwrap(model))
-    atomic_write(folder / MODEL_FILE, lambda tmp: _safetensors_save(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(folder / MODEL_FILE, lambda tmp: write_model_weights(model, tmp))
     files[MODEL_FILE] = _file_record(folder / MODEL_FILE)
     if save_training_state:
         state = _training_state(epoch, step, optimizer, scheduler, scaler, sampler_epoch, rng_states, extra)
@@ -298,8 +275,8 @@ def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, *, epoch: i
         files[STATE_FILE] = _file_record(folder / STATE_FILE)
     else:
         (folder / STATE_FILE).unlink(missing_ok=True)  # never pair new weights with an old state
-    meta = _meta(tag, epoch, step, sampler_epoch, metrics, metrics_split, args, model, files)
-    _write_json(folder / META_FILE, meta)
+    meta = _meta(tag, epoch, step, sampler_epoch, metrics, metrics_split, args, model, files, model_spec)
+    write_json(folder / META_FILE, meta)
     logger.info("saved checkpoint %s (epoch %d, step %d, %.1f MB)", folder, epoch, step,
                 sum(f["bytes"] for f in files.values()) / 2**20)
     if keep_last is not None:
@@ -307,13 +284,14 @@ def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, *, epoch: i
     return folder
 
 
-def _meta(tag, epoch, step, sampler_epoch, metrics, metrics_split, args, model, files) -> dict:
-    inner = _unwrap(model)
+def _meta(tag, epoch, step, sampler_epoch, metrics, metrics_split, args, model, files, model_spec) -> dict:
+    inner = unwrap_model(model)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tag": tag, "epoch": int(epoch),
         "step": int(step), "sampler_epoch": sampler_epoch,
         "metrics": {metrics_split or "unspecified": dict(metrics)} if metrics else {},
         "args": _args_dict(args), "model_class": type(inner).__name__,
+        "model_spec": None if model_spec is None else model_spec.to_dict(),
         "num_parameters": sum(p.numel() for p in inner.parameters()),
         **_git_info(), "torch_version": torch.__version__, "python_version": platform.python_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -337,158 +315,6 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int, protect: Pa
         removed.append(folder)
         logger.info("removed old checkpoint %s (keep_last=%d)", folder, keep_last)
     return removed
-
-
-# ----------------------------------------------------------------------------- read helpers
-def read_meta(checkpoint_dir: str | os.PathLike) -> dict:
-    path = Path(checkpoint_dir) / META_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; {path.parent} is not a complete checkpoint") from None
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint metadata: {err}") from err
-
-
-def _verify_checksum(path: Path) -> None:
-    """Compare ``path`` with the SHA-256 its folder's meta.json recorded, if there is one."""
-    meta_path = path.parent / META_FILE
-    if not meta_path.is_file():
-        return
-    try:
-        record = read_meta(path.parent).get("files", {}).get(path.name)
-    except CheckpointError as err:
-        logger.warning("%s; not verifying %s", err, path)
-        return
-    if record and sha256_of(path) != record.get("sha256"):
-        raise CheckpointError(f"{path}: contents do not match the SHA-256 recorded in {meta_path} "
-                              "(file changed, or an interrupted save mixed two checkpoints)")
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """Newest complete checkpoint with a training state (by step, then epoch), or None."""
-    root = checkpoint_root(output_dir)
-    if not root.is_dir():
-        return None
-    best_key, best_dir = None, None
-    for folder in root.iterdir():
-        if folder.name == BEST_DIR or not (folder / META_FILE).is_file() or not (folder / STATE_FILE).is_file():
-            continue
-        try:
-            meta = read_meta(folder)
-        except CheckpointError as err:
-            logger.warning("skipping %s", err)
-            continue
-        key = (meta.get("step", -1), meta.get("epoch", -1))
-        if best_key is None or key > best_key:
-            best_key, best_dir = key, folder
-    return best_dir
-
-
-# ----------------------------------------------------------------------------- load weights
-@dataclass
-class LoadReport:
-    """What ``load_model_weights`` found (all empty after a strict load)."""
-    path: Path
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-
-
-def _resolve_weights_file(path: Path) -> Path:
-    if path.is_dir():
-        for name in (MODEL_FILE, "pytorch_model.bin"):
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(f"{path}: folder holds neither {MODEL_FILE} nor pytorch_model.bin")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
-
-
-def _sniff_format(path: Path) -> str:
-    """"safetensors" (u64 header length, then a JSON object) or "torch" (zip or pickle)."""
-    with open(path, "rb") as handle:
-        head = handle.read(9)
-    if head[8:9] == b"{" and not head.startswith(b"PK"):
-        return "safetensors"
-    if zipfile.is_zipfile(path) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        return "torch"
-    raise CheckpointError(f"{path}: neither a safetensors file nor a torch.save file (corrupt?)")
-
-
-def read_state_dict(path: str | os.PathLike, verify: bool = True) -> dict[str, torch.Tensor]:
-    """Tensors from our safetensors or a pickled ``pytorch_model.bin`` (weights_only=True),
-    wrapper prefixes (``module.``, ``_orig_mod.``) stripped. Errors name the file."""
-    path = _resolve_weights_file(Path(path))
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file (0 bytes)")
-    if verify:
-        _verify_checksum(path)
-    if _sniff_format(path) == "torch":
-        state = _torch_load(path, "a weights file")
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-    else:
-        try:
-            state = _safetensors_load(str(path), device="cpu")
-        except Exception as err:  # SafetensorError, OSError, ...
-            raise CheckpointError(f"{path}: not a readable safetensors or torch weights file: {err}") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    return strip_prefixes(state, _WRAPPER_PREFIXES)
-
-
-def _torch_load(path: Path, what: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        detail = _short_torch_error(err)
-        if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):
-            raise CheckpointError(
-                f"{path}: refused to load: it contains Python objects other than tensors and plain "
-                f"containers, which torch.load(weights_only=True) does not execute ({detail}). "
-                "Only unpickle files you trust, and convert them to a plain state dict.") from err
-        raise CheckpointError(f"{path}: not readable as {what} (corrupt or truncated?): {detail}") from err
-
-
-def _short_torch_error(err: Exception) -> str:
-    """The informative line of torch's long weights_only message (or the whole short one)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for line in lines:
-        if line.startswith(("Trying to load unsupported", "Unsupported")):
-            return line
-    return lines[-1] if lines else type(err).__name__
-
-
-def load_model_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
-                       verify: bool = True) -> LoadReport:
-    """Load our ``model.safetensors`` (file or checkpoint folder) or a CLIP4Clip/InternVideo
-    ``pytorch_model.bin`` into ``model``.
-
-    strict=True: one CheckpointError listing every missing, unexpected and mis-shaped key.
-    strict=False: load what matches, log and return the rest (mis-shaped keys are skipped)."""
-    target = _unwrap(model)
-    state = read_state_dict(path, verify=verify)
-    file = _resolve_weights_file(Path(path))
-    if strict:
-        problems = state_dict_problems(target, state)
-        if problems:
-            raise CheckpointError(f"{file} does not match {type(target).__name__}:\n  " + "\n  ".join(problems))
-        target.load_state_dict(state, strict=True)
-        return LoadReport(file)
-    expected = target.state_dict()
-    report = LoadReport(file, missing=sorted(set(expected) - set(state)),
-                        unexpected=sorted(set(state) - set(expected)),
-                        mismatched=sorted(k for k in set(state) & set(expected)
-                                          if state[k].shape != expected[k].shape))
-    usable = {k: v for k, v in state.items() if k in expected and k not in report.mismatched}
-    target.load_state_dict(usable, strict=False)
-    for kind in ("missing", "unexpected", "mismatched"):
-        if getattr(report, kind):
-            logger.warning("%s: %d %s keys: %s", file, len(getattr(report, kind)), kind,
-                           ", ".join(getattr(report, kind)[:20]))
-    return report
 
 
 # ----------------------------------------------------------------------------- load state
@@ -518,8 +344,8 @@ def load_training_state(path: str | os.PathLike, optimizer: torch.optim.Optimize
     if not file.is_file():
         raise FileNotFoundError(f"training state not found: {file}")
     if verify:
-        _verify_checksum(file)
-    state = _torch_load(file, "a training state")
+        verify_checksum(file)
+    state = load_torch_file(file, "a training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{file}: not a training state written by save_checkpoint")
     _load_into(file, "optimizer", optimizer, state.get("optimizer"))
@@ -627,7 +453,7 @@ def update_best(checkpoint_dir: str | os.PathLike, metrics: Mapping, split: str,
     meta = read_meta(folder)
     meta.setdefault("metrics", {})[split] = dict(metrics)
     meta_path = folder / META_FILE
-    _write_json(meta_path, meta)
+    write_json(meta_path, meta)
     _recover_best(root)
     current = _read_pointer(root)
     if current is not None and (current.get("split"), current.get("metric")) != (split, score_key):
@@ -639,7 +465,7 @@ def update_best(checkpoint_dir: str | os.PathLike, metrics: Mapping, split: str,
                     split, current["checkpoint"], current["value"])
         return False
     _publish_best(root, folder)
-    _write_json(root / BEST_POINTER, {
+    write_json(root / BEST_POINTER, {
         "checkpoint": folder.name, "path": BEST_DIR, "epoch": meta.get("epoch"), "step": meta.get("step"),
         "metric": score_key, "value": score, "split": split, "metrics": dict(metrics),
     })
