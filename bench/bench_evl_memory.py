@@ -11,7 +11,7 @@ loss and backward, from fresh gradients, so the rise includes the gradient buffe
 in both rows, shown separately). `--device cuda` reports `torch.cuda.max_memory_allocated`
 above the allocation after the build instead.
 
-    python bench/bench_evl_memory.py [--layers 6 --frames 8 --batch 2 --device cpu]
+    python -m bench.bench_evl_memory [--layers 6 --frames 8 --batch 2 --device cpu]
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
+
+from modules.factory import CLIPSource, InternVideoSpec, ModelSpec, create_model
+from modules.modeling import RetrievalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,20 +52,21 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def evl_spec(args: argparse.Namespace) -> ModelSpec:
+    """A random CLIP of the requested vision size (a token text tower) under InternVideo's encoder."""
+    clip = dict(embed_dim=args.embed, image_resolution=args.resolution, vision_layers=args.layers,
+                vision_width=args.width, vision_patch_size=args.patch, context_length=8, vocab_size=16,
+                transformer_width=64, transformer_heads=1, transformer_layers=1)
+    return ModelSpec(clip=CLIPSource(config=clip), head=RetrievalConfig(freeze_layer_num=-1),
+                     internvideo=InternVideoSpec(t_size=args.frames))
+
+
 def run_child(args: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(ROOT))
-    import torch
-
-    from modules.video_encoder_evl import EVLConfig, InternVideoCLIP
-
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    config = EVLConfig(embed_dim=args.embed, image_resolution=args.resolution, vision_layers=args.layers,
-                       vision_width=args.width, vision_patch_size=args.patch, context_length=8, vocab_size=16,
-                       transformer_width=64, transformer_heads=1, transformer_layers=1, t_size=args.frames)
-    model = InternVideoCLIP(config).to(device).train()
+    model = create_model(evl_spec(args)).clip.to(device).train()
     model.set_grad_checkpointing(args.child == "on")
     video = torch.randn(args.batch, args.frames, 3, args.resolution, args.resolution, device=device)
     visual_params = [p for n, p in model.named_parameters() if n.startswith("visual")]
@@ -86,11 +92,11 @@ def run_child(args: argparse.Namespace) -> dict:
 
 
 def run_config(args: argparse.Namespace, checkpointing: str) -> dict:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", checkpointing]
+    argv = [sys.executable, "-m", "bench.bench_evl_memory", "--child", checkpointing]
     for name in ("width", "layers", "patch", "resolution", "frames", "batch", "embed", "device", "threads"):
         argv += [f"--{name}", str(getattr(args, name))]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed ({checkpointing}):\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])

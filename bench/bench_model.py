@@ -9,7 +9,8 @@ random weights, inference under `torch.no_grad`). Three precisions:
 * `bf16-weights`   the model cast with `.to(torch.bfloat16)`, bf16 input.
 
 Speed: both implementations live in one process and share one state dict (open_clip's
-`ViT-B-32-quickgelu`, seed 0, loaded into ours with `build_clip`). After one warm-up call
+`ViT-B-32-quickgelu`, seed 0, written to a temporary file that ours loads through the model
+factory, as `--pretrained_clip_name` does). After one warm-up call
 each, every repeat times one call of each implementation, alternating which goes first,
 and the table shows the median (and range) over repeats.
 
@@ -24,7 +25,7 @@ flagged "(<=)". On CUDA it is `torch.cuda.max_memory_allocated` above the alloca
 before the call. The rise covers activations, kernel workspaces and, under autocast, the
 bf16 copies of the weights; "weights" is the image tower's parameter size.
 
-    python bench/bench_model.py [--threads 2 --videos 1 --repeats 3 --device cpu]
+    python -m bench.bench_model [--threads 2 --videos 1 --repeats 3 --device cpu]
 """
 
 from __future__ import annotations
@@ -38,13 +39,21 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import torch
+
+from modules.factory import CLIPSource, ModelSpec, create_model
+from modules.modeling import RetrievalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16-autocast", "bf16-weights")
 IMPLS = ("ours", "open_clip")
 OPEN_CLIP_NAME = "ViT-B-32-quickgelu"  # OpenAI's ViT-B/32 architecture (QuickGELU)
+VIT_B32 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+               context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,36 +72,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- models
 def _open_clip_model(device):
-    import open_clip
-    import torch
+    import open_clip  # optional: only the benchmark needs it
 
     torch.manual_seed(0)
     return open_clip.create_model(OPEN_CLIP_NAME, pretrained=None).eval().to(device)
 
 
-def _ours_from(state_dict, device):
-    from modules.clip import build_clip
+def _ours(clip: CLIPSource, device):
+    """The CLIP of the retrieval model the factory builds (nothing frozen)."""
+    return create_model(ModelSpec(clip=clip, head=RetrievalConfig(freeze_layer_num=-1))).clip.eval().to(device)
 
-    return build_clip(state_dict).eval().to(device)
+
+def _ours_from(state_dict, device):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "clip.pt"
+        torch.save(state_dict, path)
+        return _ours(CLIPSource(name=str(path)), device)
 
 
 def _ours_random(device):
     """Our model with the same shapes, without materialising an open_clip model."""
-    import torch
-
-    from modules.clip import CLIP, CLIPConfig
-
     torch.manual_seed(0)
-    config = CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                        vision_patch_size=32, context_length=77, vocab_size=49408, transformer_width=512,
-                        transformer_heads=8, transformer_layers=12)
-    return CLIP(config).eval().to(device)
+    return _ours(CLIPSource(config=VIT_B32), device)
 
 
 def _prepare(model, precision: str):
     """(model, input dtype, autocast context factory) for one precision."""
-    import torch
-
     if precision == "bf16-weights":
         return model.to(torch.bfloat16), torch.bfloat16, contextlib.nullcontext
     if precision == "bf16-autocast":
@@ -102,15 +107,11 @@ def _prepare(model, precision: str):
 
 
 def _sync(device) -> None:
-    import torch
-
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
 
 def _images(args, dtype, device):
-    import torch
-
     gen = torch.Generator().manual_seed(1)
     n = args.videos * args.frames
     return torch.randn(n, 3, args.resolution, args.resolution, generator=gen).to(device=device, dtype=dtype)
@@ -122,8 +123,6 @@ def _visual_param_mib(model) -> float:
 
 # ----------------------------------------------------------------------------- speed
 def measure_speed(args: argparse.Namespace, precisions: list[str]) -> dict:
-    import torch
-
     reference = _open_clip_model(args.device)
     ours = _ours_from(reference.state_dict(), args.device)
     results = {}
@@ -185,8 +184,6 @@ def _hwm_mib() -> float:
 
 def run_child(args: argparse.Namespace) -> dict:
     """One (impl, precision) in this fresh process: peak memory rise of one forward call."""
-    import torch
-
     impl, precision = args.child.split(":")
     model = _ours_random(args.device) if impl == "ours" else _open_clip_model(args.device)
     model, dtype, autocast = _prepare(model, precision)
@@ -212,13 +209,13 @@ def run_child(args: argparse.Namespace) -> dict:
 
 def measure_memory(args: argparse.Namespace, precisions: list[str]) -> dict:
     results = {}
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for precision in precisions:
         for impl in IMPLS:
-            cmd = [sys.executable, __file__, "--child", f"{impl}:{precision}", "--device", args.device,
+            cmd = [sys.executable, "-m", "bench.bench_model", "--child", f"{impl}:{precision}", "--device", args.device,
                    "--threads", str(args.threads), "--frames", str(args.frames), "--videos", str(args.videos),
                    "--resolution", str(args.resolution)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
             results[(impl, precision)] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"  memory {impl} {precision}: {results[(impl, precision)]}", file=sys.stderr, flush=True)
     return results
@@ -264,9 +261,6 @@ def _ordered(speed: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:

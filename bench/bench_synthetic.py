@@ -1,8 +1,8 @@
 """Synthetic temporal benchmark, long schedule: the demo's pipeline (real entry point, mp4
 decoding through the loader, real evaluation) trained longer. At most 30 minutes on 2 cores.
 
-    python bench/bench_synthetic.py                       # defaults below
-    python bench/bench_synthetic.py --seq_epochs 30 --out output/bench_synthetic
+    python -m bench.bench_synthetic                       # defaults below
+    python -m bench.bench_synthetic --seq_epochs 30 --out output/bench_synthetic
 
 Prints a markdown table (the one in ``bench/RESULTS.md``, section "Synthetic temporal
 benchmark") and writes it to ``<out>/table.md``, with seconds per run and per optimizer step.
@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from demo.synthetic_demo import DEMO, Schedule, report, run_pipeline
 
-from demo.synthetic_demo import DEMO, Schedule, report, run_pipeline  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 LONG = Schedule(num_train=DEMO.num_train, num_test=DEMO.num_test, seq_epochs=40, meanp_epochs=14)
 

@@ -28,7 +28,7 @@ follows live memory; the number is the rise of its peak resident set (``VmHWM``,
 through ``/proc/self/clear_refs``) over its resident set at start, so it includes the
 decoder's own set-up.
 
-    python bench/bench_video.py [--write-results]
+    python -m bench.bench_video [--write-results]
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,13 +45,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from bench.clip4clip_cv2_reader import CV2ClipReader
+from dataloaders import video_reader as vr
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from clip4clip_cv2_reader import CV2ClipReader  # noqa: E402
-
-from dataloaders import video_reader as vr  # noqa: E402
 
 SAMPLING = vr.FrameSampling(max_frames=12, feature_framerate=1.0, slice_framepos=2, image_resolution=224)
 SECTION = "## Video reader (bench_video.py)"
@@ -352,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     text = tables(speed, per_set) + "\n" + target_lines(speed, per_set) + "\n" + NOTES
     print(text)
     if args.write_results:
-        cmd = "python bench/bench_video.py --write-results"
+        cmd = "python -m bench.bench_video --write-results"
         info = f"{os.cpu_count()} CPUs, torch {torch.__version__}, torch threads {torch.get_num_threads()}"
         write_section(ROOT / "bench" / "RESULTS.md", f"{SECTION}\n\nCommand: `{cmd}` ({info})\n\n{text}")
 

@@ -52,6 +52,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.builders import MODEL_ARGS
+
 logger = logging.getLogger("demo")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -304,12 +306,6 @@ def report(summary: dict, out_root: Path, data_dir: Path) -> str:
     return "\n".join(parts)
 
 
-# Arguments that must match between training and evaluating a checkpoint (the CLIP's sizes
-# come from the checkpoint's own tensors).
-MODEL_ARGS = ("sim_header", "cross_num_hidden_layers", "linear_patch", "frame_norm", "interaction", "wti_arch",
-              "max_words")
-
-
 def checkpoint_model_args(path: Path) -> list[str]:
     """The model-defining arguments a checkpoint was trained with, read from the ``meta.json``
     beside it (``path``: the checkpoint folder or a file in it); [] when there is none."""
@@ -318,7 +314,8 @@ def checkpoint_model_args(path: Path) -> list[str]:
     if not meta.is_file():
         return []
     saved = json.loads(meta.read_text()).get("args") or {}
-    return [item for key in MODEL_ARGS if saved.get(key) is not None for item in (f"--{key}", str(saved[key]))]
+    return [item for key in MODEL_ARGS if saved.get(key) is not None
+            for item in (f"--{key}", json.dumps(saved[key]) if isinstance(saved[key], dict) else str(saved[key]))]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,6 @@ and assembled on rank 0, where the metrics are computed: plain and dual-softmax 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -121,16 +120,6 @@ def retrieval_metrics(sim: np.ndarray, caption_video: np.ndarray) -> dict:
         dsl["v2t"] = dsl_v2t["v2t"]
         dsl["v2t_per_caption"] = dsl_v2t["v2t_per_caption"]
     return {"plain": plain, "dsl": dsl}
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, default=float)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def format_results(results: dict) -> str:

@@ -25,8 +25,8 @@ from engine.evaluation import (
     similarity_matrix,
     synthetic_meta_beside,
     temporal_metrics,
-    write_json_atomic,
 )
+from engine.run_folder import write_json
 from engine.training import Trainer, TrainState, autocast_for
 
 logger = logging.getLogger("retrieval")
@@ -86,7 +86,7 @@ def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: 
     if temporal:  # the synthetic benchmark: direction / order twins
         results["temporal"] = temporal
         logger.info("%s temporal report:\n%s", tag, format_temporal(temporal))
-    write_json_atomic(Path(args.output_dir) / f"results_{subset}_{tag}.json", results)
+    write_json(Path(args.output_dir) / f"results_{subset}_{tag}.json", results)
     return results
 
 
