@@ -104,8 +104,6 @@ def worker_context(num_workers: int):
     """DataLoader workers start from a clean forkserver process, not by forking this one: a
     worker forked after PyAV/FFmpeg (or decord) ran in the parent can hang inside the
     decoder's locks (seen in the test suite). Spawn-like start costs once per loader."""
-    import multiprocessing
-
     if num_workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
         return "forkserver"
     return None
