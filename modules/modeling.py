@@ -419,7 +419,7 @@ def freeze_clip(clip: nn.Module, freeze_layer_num: int) -> list[str]:
 # ----------------------------------------------------------------------------- checkpoints
 def config_hints(state_dict: dict[str, torch.Tensor]) -> dict[str, object]:
     """Model options a CLIP4Clip/InternVideo checkpoint implies, read off its key names."""
-    keys = [k.removeprefix("module.") for k in state_dict]
+    keys = list(strip_prefixes(state_dict))
     hints: dict[str, object] = {}
     for prefix, header in (("transformerClip.", "seqTransf"), ("lstm_visual.", "seqLSTM"), ("cross.", "tightTransf")):
         if any(k.startswith(prefix) for k in keys):
