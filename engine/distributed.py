@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import multiprocessing
 import os
 from dataclasses import dataclass
 
