@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import main_task_retrieval
+from engine.builders import model_spec_from_args
 from tests.engine_helpers import TINY_CLIP, read_results
 from tests.test_published_command_lines import COMMANDS
 
@@ -109,7 +110,7 @@ def test_sim_header_selects_clip4clip_heads():
                                                          "SIM_HEADER": head})
         argv = shlex.split(result.stdout.strip())
         args = main_task_retrieval.get_args(argv[argv.index("main_task_retrieval.py") + 1:])
-        assert (args.sim_header, args.loose_type, args.frame_norm) == (head, loose, "l2")
+        assert (args.sim_header, model_spec_from_args(args).head.loose_type, args.frame_norm) == (head, loose, "l2")
     refused = _run("finetune_scripts/train_msvd.sh", {"DRY_RUN": "1", "MODEL": "internvideo-meanp", "NPROC": "1",
                                                       "SIM_HEADER": "seqTransf"})
     assert refused.returncode == 2 and "MODEL=clip4clip" in refused.stderr
