@@ -16,7 +16,7 @@ and OpenAI's tokenizer, from random weights, frames of 32 px as one 32x32 patch;
 
 - twin batches: with random batches the model learns colour, shape and event order and
   leaves direction at chance;
-- frame position embeddings not near zero (``engine.builders.spread_frame_positions``, for
+- frame position embeddings not near zero (``modules.factory.spread_frame_positions``, for
   any ``--clip_config`` run): copied from a random CLIP's text positions (N(0, 0.01)) the
   head starts order-blind and direction twins stayed at 50% for 600+ steps;
 - ``--freeze_layer_num 2``: the embeddings and the first two blocks of both towers keep
