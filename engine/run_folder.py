@@ -9,14 +9,21 @@ Layout under ``<output_dir>/checkpoints/``::
     epoch_3/meta.json            args, epoch, step, metrics per split, git commit, versions, and
                                  size + SHA-256 of the two files above; written LAST, so a folder
                                  without meta.json is incomplete
-    best/model.safetensors       hard links (copies where links are impossible) of the best
-    best/meta.json               checkpoint's files, so pruning old epochs never loses it
-    best.json                    which checkpoint is best, its score, and the split it was selected on
+    best/model.safetensors       a hard link (a copy where links are impossible) of the best
+                                 checkpoint's weights, so pruning old epochs never loses it
+    best/meta.json               that checkpoint's meta.json plus ``selected_by`` (metric, value,
+                                 split): the one record of which checkpoint is best
+    best.json                    a copy of that record for people and scripts, rewritten from
+                                 best/meta.json after every swap and at start-up; never read back
 
-Every file is written under a temporary name in the same folder, fsynced, then ``os.replace``d
-over the final name (and the folder fsynced), so a crash leaves either the old or the new file,
-never a partial one. Re-saving a tag over an older save replaces the files one by one; if a crash
-hits in between, the checksums in meta.json no longer match and loading says so.
+Every file is written under a temporary name in the same folder, made readable as the umask
+allows, fsynced, then ``os.replace``d over the final name (and the folder fsynced), so a crash
+leaves either the old or the new file, never a partial one. Re-saving a tag over an older save
+replaces the files one by one; if a crash hits in between, the checksums in meta.json no longer
+match and loading says so. ``best/`` is swapped whole: the new one is built in
+``.best.tmp-*``, the old one moved to ``.best.old``, the new one moved in. ``open_run_folder``
+(at start-up) finishes or undoes a swap a crash interrupted and removes every leftover: the
+temporaries, ``.best.old`` and epoch folders without meta.json (a save or a prune cut short).
 
 Call the save functions on rank 0 only. Reading the weights back (``load_model_weights``, also
 for CLIP4Clip and InternVideo ``pytorch_model.bin`` files) and the model's own description
@@ -70,6 +77,31 @@ FORMAT_VERSION = 1
 STATE_FORMAT = "video-text-retrieval-training-state"
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 _TMP_MARK = ".tmp-"
+_OLD_BEST = f".{BEST_DIR}.old"
+SELECTED_BY = "selected_by"  # in best/meta.json: {"metric", "value", "split"}
+
+
+def _fault_point(step: str) -> None:
+    """Called before every file-system step of a save, a prune and a best swap, with a name
+    that is the same in every run. Does nothing; tests replace it to crash at that step."""
+
+
+def _label(path: Path) -> str:
+    """``folder/file``, temporary names without their random part (the same in every run)."""
+    return f"{path.parent.name.split(_TMP_MARK)[0]}/{path.name.split(_TMP_MARK)[0]}"
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where possible (``os.umask`` must set it to read it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -97,8 +129,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     path = Path(path)
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
+        _fault_point(f"write {_label(path)}")
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create files 0600
         _fsync_file(tmp)
+        _fault_point(f"replace {_label(path)}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -127,11 +162,21 @@ def _json_default(obj: Any) -> Any:
     return str(obj)  # Paths, enums, devices, dtypes...
 
 
-def _remove_stale_tmp(folder: Path) -> None:
-    """Temporary files left by a killed process (one writer per folder: rank 0)."""
-    for tmp in folder.glob(f".*{_TMP_MARK}*"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
+def _remove(path: Path, why: str) -> Path:
+    """Delete a file or folder tree (one writer per run folder: rank 0) and log it."""
+    _fault_point(f"remove {_label(path)}")
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    logger.warning("removed %s: %s", path, why)
+    return path
+
+
+def _remove_stale_tmp(folder: Path) -> list[Path]:
+    """Temporary files left by a killed process."""
+    return [_remove(tmp, "temporary file of an interrupted write")
+            for tmp in sorted(folder.glob(f".*{_TMP_MARK}*")) if tmp.is_file()]
 
 
 def _file_record(path: Path) -> dict:
@@ -264,6 +309,7 @@ def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, *, epoch: i
     if "/" in tag or tag in ("", ".", "..", BEST_DIR) or _TMP_MARK in tag:
         raise ValueError(f"invalid checkpoint tag {tag!r}")
     folder = checkpoint_root(output_dir) / tag
+    _fault_point(f"mkdir {tag}")
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
     files = {}
@@ -274,6 +320,7 @@ def save_checkpoint(output_dir: str | os.PathLike, model: nn.Module, *, epoch: i
         atomic_write(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
         files[STATE_FILE] = _file_record(folder / STATE_FILE)
     else:
+        _fault_point(f"unlink {_label(folder / STATE_FILE)}")
         (folder / STATE_FILE).unlink(missing_ok=True)  # never pair new weights with an old state
     meta = _meta(tag, epoch, step, sampler_epoch, metrics, metrics_split, args, model, files, model_spec)
     write_json(folder / META_FILE, meta)
@@ -310,7 +357,9 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int, protect: Pa
     for _, folder in numbered[:-keep_last]:
         if protect is not None and folder.resolve() == Path(protect).resolve():
             continue
+        _fault_point(f"unlink {_label(folder / META_FILE)}")
         (folder / META_FILE).unlink(missing_ok=True)  # mark incomplete first
+        _fault_point(f"rmtree {folder.name}")
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
         logger.info("removed old checkpoint %s (keep_last=%d)", folder, keep_last)
@@ -391,19 +440,63 @@ def _dotted(metrics: Mapping, key: str) -> float:
     return float(value)
 
 
-def _recover_best(root: Path) -> None:
-    """Finish a best/ swap that a crash interrupted (best/ moved aside, new one not in place)."""
-    old = root / f".{BEST_DIR}.old"
-    if not (root / BEST_DIR).exists() and old.is_dir():
-        os.replace(old, root / BEST_DIR)
+def _best_source(root: Path) -> Path | None:
+    """The folder holding the best checkpoint: ``best/``; in the middle of an interrupted swap,
+    the folder ``_settle_best`` will make ``best/``."""
+    best = root / BEST_DIR
+    if best.is_dir():
+        return best
+    for tmp in sorted(root.glob(f".{BEST_DIR}{_TMP_MARK}*")):
+        if (tmp / META_FILE).is_file():  # complete: its meta.json is written last
+            return tmp  # best/ had already been moved aside: the swap was decided
+    old = root / _OLD_BEST
+    return old if old.is_dir() else None
+
+
+def _settle_best(root: Path) -> list[Path]:
+    """Finish (or undo) a best/ swap a crash interrupted; remove the swap's leftovers."""
+    source = _best_source(root)
+    if source is not None and source.name != BEST_DIR:
+        _fault_point(f"move {source.name.split(_TMP_MARK)[0]} to {BEST_DIR}")
+        os.replace(source, root / BEST_DIR)
+        _fsync_dir(root)
+        logger.warning("%s: completed a best/ swap a crash interrupted (best/ is now %s)", root, source.name)
+    leftovers = [*sorted(root.glob(f".{BEST_DIR}{_TMP_MARK}*")), root / _OLD_BEST]
+    return [_remove(path, "leftover of an interrupted best/ swap") for path in leftovers if path.exists()]
+
+
+def _best_record(root: Path, folder: Path) -> dict:
+    """Which checkpoint is best and why, from the meta.json in ``folder`` (best/)."""
+    meta = read_meta(folder)
+    selected = meta.get(SELECTED_BY) or _legacy_selection(root, folder, meta)
+    split = selected["split"]
+    return {"checkpoint": meta.get("tag"), "path": BEST_DIR, "epoch": meta.get("epoch"),
+            "step": meta.get("step"), "metric": selected["metric"], "value": selected["value"],
+            "split": split, "metrics": meta.get("metrics", {}).get(split, {})}
+
+
+def _legacy_selection(root: Path, folder: Path, meta: dict) -> dict:
+    """Run folders written before best/meta.json recorded ``selected_by``: best.json, if it
+    names the same checkpoint."""
+    pointer = _read_pointer(root)
+    if pointer is None or pointer.get("checkpoint") != meta.get("tag"):
+        raise CheckpointError(f"{folder / META_FILE}: does not record why it is the best ({SELECTED_BY}) "
+                              f"and {root / BEST_POINTER} does not name {meta.get('tag')!r}: "
+                              "delete best/ and best.json to start the selection again")
+    return pointer
+
+
+def _current_best(root: Path) -> dict | None:
+    source = _best_source(root) if root.is_dir() else None
+    return None if source is None else _best_record(root, source)
 
 
 def read_best(output_dir: str | os.PathLike) -> dict | None:
-    """Contents of ``best.json`` (checkpoint, epoch, step, metric, value, split) or None."""
-    root = checkpoint_root(output_dir)
-    if root.is_dir():
-        _recover_best(root)
-    return _read_pointer(root)
+    """Which checkpoint is best (checkpoint, epoch, step, metric, value, split, metrics), or None.
+
+    Read from best/meta.json, the one record (best.json is only a copy of it for people);
+    reads only, also in the middle of an interrupted swap."""
+    return _current_best(checkpoint_root(output_dir))
 
 
 def _read_pointer(root: Path) -> dict | None:
@@ -416,6 +509,25 @@ def _read_pointer(root: Path) -> dict | None:
         raise CheckpointError(f"{pointer}: unreadable: {err}") from err
 
 
+def _sync_pointer(root: Path) -> None:
+    """Make best.json say what best/meta.json says (or remove it when there is no best/)."""
+    record = _current_best(root)
+    pointer = root / BEST_POINTER
+    if record is None:
+        if pointer.exists():
+            _remove(pointer, f"no {BEST_DIR}/ to describe")
+        return
+    try:
+        written = _read_pointer(root)
+    except CheckpointError:
+        written = None
+    if written != json.loads(json.dumps(record, default=_json_default)):
+        write_json(pointer, record)
+        if written is not None:
+            logger.warning("%s: rewritten from %s (a crash had left them disagreeing)", pointer,
+                           root / BEST_DIR / META_FILE)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -424,52 +536,73 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         _fsync_file(dst)
 
 
-def _publish_best(root: Path, checkpoint_dir: Path) -> None:
-    tmp = root / f".{BEST_DIR}{_TMP_MARK}{os.getpid()}"
-    old = root / f".{BEST_DIR}.old"
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
+def _publish_best(root: Path, checkpoint_dir: Path, meta: dict) -> None:
+    """Build the new best/ beside the old one, then swap (see the module docstring)."""
+    _settle_best(root)
+    tmp = root / f".{BEST_DIR}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    _fault_point(f"mkdir .{BEST_DIR}")
     tmp.mkdir()
-    for name in (MODEL_FILE, META_FILE):
-        _link_or_copy(checkpoint_dir / name, tmp / name)
+    _fault_point(f"link {_label(tmp / MODEL_FILE)}")
+    _link_or_copy(checkpoint_dir / MODEL_FILE, tmp / MODEL_FILE)
+    write_json(tmp / META_FILE, meta)  # last: a .best.tmp-* holding meta.json is complete
     _fsync_dir(tmp)
     if (root / BEST_DIR).exists():
-        os.replace(root / BEST_DIR, old)
+        _fault_point(f"move {BEST_DIR} to {_OLD_BEST}")
+        os.replace(root / BEST_DIR, root / _OLD_BEST)
+    _fault_point(f"move .{BEST_DIR} to {BEST_DIR}")
     os.replace(tmp, root / BEST_DIR)
     _fsync_dir(root)
-    shutil.rmtree(old, ignore_errors=True)
+    if (root / _OLD_BEST).exists():
+        _fault_point(f"rmtree {_OLD_BEST}")
+        shutil.rmtree(root / _OLD_BEST)
 
 
 def update_best(checkpoint_dir: str | os.PathLike, metrics: Mapping, split: str,
                 score_key: str = "t2v.R1") -> bool:
     """Record ``metrics`` (evaluated on ``split``) in the checkpoint's meta.json and, if its
     ``score_key`` is >= the best so far (ties go to the later checkpoint, as in CLIP4Clip),
-    publish it as ``best/`` and ``best.json``. Returns whether it became the best.
+    publish it as ``best/`` (and its copy ``best.json``). Returns whether it became the best.
 
-    Scores are only compared on one split: a best.json selected on another split is an error."""
+    Scores are only compared on one split: a best selected on another split is an error."""
     folder = Path(checkpoint_dir)
     root = folder.parent
     score = _dotted(metrics, score_key)
     meta = read_meta(folder)
     meta.setdefault("metrics", {})[split] = dict(metrics)
-    meta_path = folder / META_FILE
-    write_json(meta_path, meta)
-    _recover_best(root)
-    current = _read_pointer(root)
-    if current is not None and (current.get("split"), current.get("metric")) != (split, score_key):
-        raise CheckpointError(f"{root / BEST_POINTER}: best checkpoint was selected by "
-                              f"{current.get('metric')} on split {current.get('split')!r}; cannot compare "
+    write_json(folder / META_FILE, meta)
+    _settle_best(root)
+    current = _current_best(root)
+    if current is not None and (current["split"], current["metric"]) != (split, score_key):
+        raise CheckpointError(f"{root / BEST_DIR / META_FILE}: best checkpoint was selected by "
+                              f"{current['metric']} on split {current['split']!r}; cannot compare "
                               f"with {score_key} on {split!r}")
     if current is not None and score < current["value"]:
         logger.info("%s: %s=%.4g on %s split; best stays %s (%.4g)", folder.name, score_key, score,
                     split, current["checkpoint"], current["value"])
         return False
-    _publish_best(root, folder)
-    write_json(root / BEST_POINTER, {
-        "checkpoint": folder.name, "path": BEST_DIR, "epoch": meta.get("epoch"), "step": meta.get("step"),
-        "metric": score_key, "value": score, "split": split, "metrics": dict(metrics),
-    })
+    _publish_best(root, folder, {**meta, SELECTED_BY: {"metric": score_key, "value": score, "split": split}})
+    _sync_pointer(root)
     logger.info("new best checkpoint %s: %s=%.4g selected on the %s split%s", folder.name, score_key,
                 score, split, " (model selection on the test split, as CLIP4Clip does)" if split == "test" else "")
     return True
 
+
+# ----------------------------------------------------------------------------- start-up
+def open_run_folder(output_dir: str | os.PathLike) -> list[Path]:
+    """Start-up of a training run or a resume, on rank 0 before anything else reads or writes
+    the run folder: finish or undo a best/ swap a crash interrupted, remove what interrupted
+    saves, prunes and swaps left (temporaries, ``.best.old``, ``.best.tmp-*``, epoch folders
+    without meta.json), and rewrite best.json from best/meta.json. Returns the removed paths,
+    each logged."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    removed = _settle_best(root)
+    for folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        if _EPOCH_DIR.match(folder.name) and not (folder / META_FILE).is_file():
+            removed.append(_remove(folder, "checkpoint without meta.json (a save or prune was interrupted)"))
+        else:
+            removed += _remove_stale_tmp(folder)
+    removed += _remove_stale_tmp(root)
+    _sync_pointer(root)
+    return removed

@@ -4,7 +4,8 @@ Formats: OpenAI's CLIP TorchScript archives (or plain CLIP state dicts), CLIP4Cl
 InternVideo `pytorch_model.bin` / Lightning files (pickles read with
 `torch.load(weights_only=True)`), and our checkpoint folders (`model.safetensors` with a
 `meta.json` sidecar recording its SHA-256; the rest of the run folder is
-`engine/run_folder.py`). Key handling shared by every format lives here too: wrapper-prefix
+`engine/run_folder.py`). Our safetensors also carry a SHA-256 of their tensors in the file's
+own header, so a file separated from its meta.json is still verified when it is loaded. Key handling shared by every format lives here too: wrapper-prefix
 stripping, the metadata scalars OpenAI stores beside the weights, the `clip.` sub-dict of a
 fine-tuned model and the 2-D to 3-D patch-conv inflation. Key names are never changed here
 except by those rules.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file as _safetensors_load
+from safetensors import safe_open
 from safetensors.torch import save_file as _safetensors_save
 from torch import nn
 
@@ -34,6 +35,8 @@ META_FILE = "meta.json"  # ... and the sidecar (written last; records the files'
 FOREIGN_MODEL_FILE = "pytorch_model.bin"  # CLIP4Clip / InternVideo fine-tuned weights
 # Scalars stored beside the weights in OpenAI's archives; they are not parameters.
 METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# Key of the safetensors header metadata that holds `tensors_sha256` of the file's tensors.
+TENSORS_SHA256 = "tensors_sha256"
 # DDP's and torch.compile's wrappers.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -83,6 +86,22 @@ def sha256_of(path: str | Path, chunk: int = 1 << 22) -> str:
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's contents: for each name in sorted order, a JSON line
+    ``[name, dtype, shape]`` and then the tensor's raw bytes.
+
+    It depends on the tensors only, not on how a file lays them out, so it is computed from the
+    tensors before they are written and again from the tensors read back."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        digest.update(json.dumps([name, dtype, list(tensor.shape)]).encode("utf-8") + b"\n")
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
@@ -284,13 +303,26 @@ def read_state_dict(path: str | os.PathLike, verify: bool = True) -> dict[str, t
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
     else:
-        try:
-            state = _safetensors_load(str(path), device="cpu")
-        except Exception as err:  # SafetensorError, OSError, ...
-            raise CheckpointError(f"{path}: not a readable safetensors or torch weights file: {err}") from err
+        state = _read_safetensors(path, verify)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
     return strip_prefixes(state)
+
+
+def _read_safetensors(path: Path, verify: bool) -> dict[str, torch.Tensor]:
+    """The tensors, checked against the SHA-256 in the header's metadata when it has one
+    (files written before it was stored there rely on meta.json's checksum alone)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as err:  # SafetensorError, OSError, ...
+        raise CheckpointError(f"{path}: not a readable safetensors or torch weights file: {err}") from err
+    expected = metadata.get(TENSORS_SHA256)
+    if verify and expected is not None and tensors_sha256(state) != expected:
+        raise CheckpointError(f"{path}: tensors do not match the SHA-256 stored in the file's header "
+                              "(the file was corrupted after it was written)")
+    return state
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -305,7 +337,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def write_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """The bare model's state dict as safetensors: CPU, contiguous, no shared storage
-    (safetensors refuses aliased tensors). Not atomic: the run folder wraps it."""
+    (safetensors refuses aliased tensors), with their `tensors_sha256` in the header metadata.
+    Not atomic: the run folder wraps it."""
     tensors, seen = {}, set()
     for key, value in unwrap_model(model).state_dict().items():
         tensor = value.detach().cpu().contiguous()
@@ -316,7 +349,7 @@ def write_model_weights(model: nn.Module, path: str | os.PathLike) -> None:
             else:
                 seen.add(storage)
         tensors[key] = tensor
-    _safetensors_save(tensors, str(path), metadata={"format": "pt"})
+    _safetensors_save(tensors, str(path), metadata={"format": "pt", TENSORS_SHA256: tensors_sha256(tensors)})
 
 
 @dataclass

@@ -18,6 +18,7 @@ from engine.run_folder import (
     atomic_write,
     capture_rng_state,
     load_training_state,
+    open_run_folder,
     read_best,
     restore_rng_state,
     save_checkpoint,
@@ -305,8 +306,9 @@ def test_interrupted_best_swap_is_recovered(tmp_path):
     update_best(folder, _metrics(5.0), "val")
     root = tmp_path / "checkpoints"
     os.replace(root / "best", root / ".best.old")  # crash after moving best/ aside
-    assert read_best(tmp_path)["checkpoint"] == "epoch_1"
-    assert (root / "best" / "model.safetensors").is_file()
+    assert read_best(tmp_path)["checkpoint"] == "epoch_1"  # readers see it before any repair
+    assert open_run_folder(tmp_path) == []  # moved back, nothing to remove
+    assert (root / "best" / "model.safetensors").is_file() and not (root / ".best.old").exists()
 
 
 # ----------------------------------------------------------------------------- foreign and bad files
