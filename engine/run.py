@@ -26,7 +26,7 @@ from engine.evaluation import (
     synthetic_meta_beside,
     temporal_metrics,
 )
-from engine.run_folder import write_json
+from engine.run_folder import open_run_folder, write_json
 from engine.training import Trainer, TrainState, autocast_for
 
 logger = logging.getLogger("retrieval")
@@ -130,6 +130,9 @@ def train(model, args: argparse.Namespace, info: DistInfo) -> None:
     optimizer, scheduler = builders.optimizer_and_schedule(model, args, total_steps)
     state = TrainState()
     scaler = torch.amp.GradScaler(info.device.type, enabled=args.precision == "fp16")
+    if info.is_main:
+        open_run_folder(output_dir)  # what a crash left: an interrupted best/ swap, partial saves
+    barrier()
     if args.resume_model:
         state = builders.resume(args, model, optimizer, scheduler, scaler, state, info)
         logger.info("resumed from %s after epoch %d (step %d)", args.resume_model, state.epoch, state.global_step)

@@ -537,8 +537,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _publish_best(root: Path, checkpoint_dir: Path, meta: dict) -> None:
-    """Build the new best/ beside the old one, then swap (see the module docstring)."""
-    _settle_best(root)
+    """Build the new best/ beside the old one, then swap (see the module docstring); the
+    caller has settled any earlier swap."""
     tmp = root / f".{BEST_DIR}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     _fault_point(f"mkdir .{BEST_DIR}")
     tmp.mkdir()
@@ -581,19 +581,47 @@ def update_best(checkpoint_dir: str | os.PathLike, metrics: Mapping, split: str,
                     split, current["checkpoint"], current["value"])
         return False
     _publish_best(root, folder, {**meta, SELECTED_BY: {"metric": score_key, "value": score, "split": split}})
-    _sync_pointer(root)
+    write_json(root / BEST_POINTER, _current_best(root))
     logger.info("new best checkpoint %s: %s=%.4g selected on the %s split%s", folder.name, score_key,
                 score, split, " (model selection on the test split, as CLIP4Clip does)" if split == "test" else "")
     return True
 
 
 # ----------------------------------------------------------------------------- start-up
+def _evaluated_score(folder: Path, split: str, metric: str) -> float | None:
+    if folder.name == BEST_DIR or not (folder / META_FILE).is_file():
+        return None
+    try:
+        return _dotted(read_meta(folder).get("metrics", {}).get(split, {}), metric)
+    except KeyError:
+        return None
+
+
+def _reselect_best(root: Path) -> None:
+    """Publish a checkpoint whose recorded score beats best/ (a crash hit ``update_best``
+    between writing the checkpoint's metrics and the swap); ties go to the later epoch."""
+    current = _current_best(root)
+    if current is None:
+        return
+    split, metric = current["split"], current["metric"]
+    leader, key = None, (current["value"], current["epoch"])
+    for folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        score = _evaluated_score(folder, split, metric)
+        if score is not None and (score, read_meta(folder)["epoch"]) > key:
+            leader, key = folder, (score, read_meta(folder)["epoch"])
+    if leader is not None:
+        logger.warning("%s: %s=%.4g on %s beats best/ (%s); a crash had stopped it being published",
+                       leader, metric, key[0], split, current["checkpoint"])
+        selected = {"metric": metric, "value": key[0], "split": split}
+        _publish_best(root, leader, {**read_meta(leader), SELECTED_BY: selected})
+
+
 def open_run_folder(output_dir: str | os.PathLike) -> list[Path]:
     """Start-up of a training run or a resume, on rank 0 before anything else reads or writes
     the run folder: finish or undo a best/ swap a crash interrupted, remove what interrupted
     saves, prunes and swaps left (temporaries, ``.best.old``, ``.best.tmp-*``, epoch folders
-    without meta.json), and rewrite best.json from best/meta.json. Returns the removed paths,
-    each logged."""
+    without meta.json), publish a checkpoint whose recorded score beats best/, and rewrite
+    best.json from best/meta.json. Returns the removed paths, each logged."""
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
@@ -604,5 +632,6 @@ def open_run_folder(output_dir: str | os.PathLike) -> list[Path]:
         else:
             removed += _remove_stale_tmp(folder)
     removed += _remove_stale_tmp(root)
+    _reselect_best(root)
     _sync_pointer(root)
     return removed
