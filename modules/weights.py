@@ -5,10 +5,11 @@ InternVideo `pytorch_model.bin` / Lightning files (pickles read with
 `torch.load(weights_only=True)`), and our checkpoint folders (`model.safetensors` with a
 `meta.json` sidecar recording its SHA-256; the rest of the run folder is
 `engine/run_folder.py`). Our safetensors also carry a SHA-256 of their tensors in the file's
-own header, so a file separated from its meta.json is still verified when it is loaded. Key handling shared by every format lives here too: wrapper-prefix
-stripping, the metadata scalars OpenAI stores beside the weights, the `clip.` sub-dict of a
-fine-tuned model and the 2-D to 3-D patch-conv inflation. Key names are never changed here
-except by those rules.
+own header, so a file separated from its meta.json is still verified when it is loaded.
+
+Key handling shared by every format lives here too: wrapper-prefix stripping, the metadata
+scalars OpenAI stores beside the weights, the `clip.` sub-dict of a fine-tuned model and the
+2-D to 3-D patch-conv inflation. Key names are never changed here except by those rules.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ not listed by hand: a first run of each scenario records them, and every one is 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -185,7 +186,7 @@ def test_kill_during_start_up_repair_then_start_again(tmp_path, monkeypatch, pre
     for index, step in enumerate(steps):
         work, crashed = tmp_path / f"work{index}", tmp_path / f"crashed{index}"
         shutil.copytree(messy, work)
-        _crash(monkeypatch, work, crashed, lambda: open_run_folder(work), lambda i, _: i == index)
+        _crash(monkeypatch, work, crashed, functools.partial(open_run_folder, work), lambda i, _, k=index: i == k)
         open_run_folder(crashed)
         best, _ = _check_consistent(crashed, scores)
         assert best["epoch"] == 3, step
