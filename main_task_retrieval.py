@@ -20,8 +20,11 @@ import sys
 # 4.5-7.2 s on 2 cores); passive waiting must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from dataloaders import DATASETS
 from engine import distributed
 from engine.run import run
+from modules.modeling import FRAME_NORMS, INTERACTIONS, LINEAR_PATCHES, SIM_HEADERS
+from modules.optimization import OPTIMIZERS, SCHEDULES
 
 
 def str2bool(value: str | bool) -> bool:
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_argument_group("mode")
     _flag(mode, "--do_train", "fine-tune, evaluating after every epoch")
     _flag(mode, "--do_eval", "evaluate (zero-shot, or --init_model for a fine-tuned checkpoint)")
-    mode.add_argument("--datatype", default="msrvtt", choices=["msrvtt", "msvd", "lsmdc", "activity", "didemo", "vatex"])
+    mode.add_argument("--datatype", default="msrvtt", choices=list(DATASETS))
     mode.add_argument("--eval_split", default="test", choices=["val", "test"], help="split for --do_eval")
 
     data = p.add_argument_group("data")
@@ -130,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(data, "--expand_msrvtt_sentences", "MSR-VTT train: one sample per (video, caption) pair")
     _flag(data, "--allow_missing_videos", "drop annotations whose video file is missing (count logged)")
     _flag(data, "--skip_bad_videos", "training only: replace a sample whose video fails to decode (counted)")
-    _flag(data, "--twin_batches", "synthetic benchmark: half of each batch are temporal twins of the other half")
+    _flag(data, "--twin_batches", "--datatype synthetic: half of each batch are temporal twins of the other half")
     data.add_argument("--num_thread_reader", type=int, default=1, help="DataLoader workers per process")
 
     opt = p.add_argument_group("optimisation")
@@ -143,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--batch_size_val", type=int, default=3500)
     opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
     opt.add_argument("--max_grad_norm", type=float, default=1.0)
-    opt.add_argument("--optimizer", default="adamw", choices=["adamw", "bertadam"],
+    opt.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS,
                      help="adamw: torch AdamW with BertAdam's betas/eps; bertadam: CLIP4Clip's update (no bias correction)")
-    opt.add_argument("--lr_schedule", default="warmup_cosine", choices=["warmup_cosine", "warmup_cosine_continuous"],
+    opt.add_argument("--lr_schedule", default="warmup_cosine", choices=SCHEDULES,
                      help="warmup_cosine is CLIP4Clip's (a small drop at the end of warmup)")
     opt.add_argument("--n_display", type=int, default=100, help="log every n optimizer steps")
     opt.add_argument("--seed", type=int, default=42)
@@ -161,12 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSON (file or inline) of CLIPConfig fields: a randomly initialised CLIP instead of a released one")
     model.add_argument("--init_model", default=None, help="fine-tuned weights (ours, or CLIP4Clip/InternVideo pytorch_model.bin)")
     model.add_argument("--resume_model", default=None, help="training-state file (or checkpoint folder) to resume from")
-    model.add_argument("--linear_patch", default="2d", choices=["2d", "3d"])
-    model.add_argument("--sim_header", default="meanP", choices=["meanP", "seqLSTM", "seqTransf", "tightTransf"])
+    model.add_argument("--linear_patch", default="2d", choices=LINEAR_PATCHES)
+    model.add_argument("--sim_header", default="meanP", choices=SIM_HEADERS)
     _flag(model, "--loose_type", "dot-product similarity (meanP, seqLSTM, seqTransf); tightTransf forces it off")
     model.add_argument("--cross_num_hidden_layers", type=int, default=4)
     model.add_argument("--freeze_layer_num", type=int, default=0, help="-1 freezes nothing")
-    model.add_argument("--frame_norm", default="none", choices=["none", "l2"],
+    model.add_argument("--frame_norm", default="none", choices=FRAME_NORMS,
                        help="meanP: 'l2' normalises each frame first (CLIP4Clip); 'none' is InternVideo's")
     model.add_argument("--cross_model", default="cross-base", help="accepted for CLIP4Clip scripts; the cross config is built in")
 
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--pretrained_path", default=None, help="InternVideo checkpoint for --clip_evl")
     _flag(iv, "--mergeclip", "average InternVideo's weights with CLIP's: w * CLIP + (1 - w) * InternVideo")
     iv.add_argument("--mergeweight", type=float, default=0.5)
-    iv.add_argument("--interaction", default="no", choices=["no", "wti", "ti"], help="DRL token-wise interaction")
+    iv.add_argument("--interaction", default="no", choices=INTERACTIONS, help="DRL token-wise interaction")
     iv.add_argument("--wti_arch", type=int, default=0)
     _flag(iv, "--use_dsl", "accepted for InternVideo scripts: DSL metrics are always reported beside the plain ones")
 

@@ -53,7 +53,7 @@ at a time), so temporaries stay bounded however many captions there are.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -236,7 +236,8 @@ def compute_metrics(
     }
 
 
-_COLUMNS = ("R1", "R5", "R10", "MedR", "MeanR", "count")
+METRIC_KEYS = ("R1", "R5", "R10", "MedR", "MeanR")
+METRIC_HEADER = ("R@1", "R@5", "R@10", "MedR", "MeanR")
 
 
 def _fmt(value: float, key: str) -> str:
@@ -247,14 +248,26 @@ def _fmt(value: float, key: str) -> str:
     return f"{value:.1f}"
 
 
-def format_metrics_table(results: Mapping[str, Any], title: str | None = None) -> str:
-    """Markdown table of one ``compute_metrics`` result, or of several keyed by a label
-    (e.g. ``{"plain": m, "DSL": m_dsl}``), one row per (label, direction)."""
+def metric_cells(metrics: Mapping[str, float]) -> list[str]:
+    """R@1, R@5, R@10, MedR, MeanR of one direction, as table cells."""
+    return [_fmt(metrics[k], k) for k in METRIC_KEYS]
+
+
+def format_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], markdown: bool = False) -> str:
+    """The one table formatter: aligned text columns (logs) or a markdown table (reports)."""
+    lines = [[str(c) for c in header], *([str(c) for c in row] for row in rows)]
+    if markdown:
+        lines.insert(1, ["---"] * len(header))
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def format_metrics_table(results: Mapping[str, Any], title: str | None = None, markdown: bool = True) -> str:
+    """One ``compute_metrics`` result, or several keyed by a label (e.g. ``{"plain": m,
+    "DSL": m_dsl}``), one row per (label, direction)."""
     labelled = {"": results} if "t2v" in results else dict(results)
-    header = "| | direction | R@1 | R@5 | R@10 | MedR | MeanR | n |"
-    lines = ([f"**{title}**", ""] if title else []) + [header, "|" + "---|" * 8]
-    for label, metrics in labelled.items():
-        for direction, row in metrics.items():
-            cells = " | ".join(_fmt(row[k], k) for k in _COLUMNS)
-            lines.append(f"| {label} | {direction} | {cells} |")
-    return "\n".join(lines)
+    rows = [[label, direction, *metric_cells(row), _fmt(row["count"], "count")]
+            for label, metrics in labelled.items() for direction, row in metrics.items()]
+    table = format_table(["", "direction", *METRIC_HEADER, "n"], rows, markdown)
+    return f"**{title}**\n\n{table}" if title else table

@@ -1,7 +1,10 @@
-"""Dataset registry by ``--datatype``: ``load_split(datatype, args, subset) -> RetrievalSplit``.
+"""Dataset registry by ``--datatype``: ``load_split(datatype, options, subset) -> RetrievalSplit``.
 
-Each dataset module only parses annotation files; :mod:`dataloaders.base` turns a split
-into torch datasets (``TrainPairDataset``, ``TextDataset``, ``VideoDataset``). Importing
+Each dataset module only parses annotation files (what it reads is a
+:class:`~dataloaders.options.DataOptions`); :mod:`dataloaders.base` turns a split into torch
+datasets (``TrainPairDataset``, ``TextDataset``, ``VideoDataset``). A registry entry also
+says what the engine needs to know about a dataset without importing it: whether it has a
+validation split of its own, and whether it reads ``--train_csv``/``--val_csv``. Importing
 this package imports nothing heavy: a dataset module (and torch, through ``base``) is
 imported the first time its loader is called.
 """
@@ -9,43 +12,49 @@ imported the first time its loader is called.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dataloaders.options import DataOptions
 
 if TYPE_CHECKING:
     from dataloaders.base import RetrievalSplit
 
-_MODULES = {
-    "msrvtt": "msrvtt",
-    "msvd": "msvd",
-    "lsmdc": "lsmdc",
-    "activity": "activitynet",
-    "didemo": "didemo",
-    "vatex": "vatex",
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    module: str  # a module with ``load_split(options: DataOptions, subset: str) -> RetrievalSplit``
+    # A validation split separate from test, used to select checkpoints. MSR-VTT 1k-A,
+    # ActivityNet val_1 and VATEX have none in the published protocols: selection uses test.
+    has_val_split: bool
+    reads_csv: bool = False  # reads --train_csv (train) and --val_csv (val, test)
+
+    def load(self, options: DataOptions, subset: str) -> RetrievalSplit:
+        return importlib.import_module(self.module).load_split(options, subset)
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "msrvtt": DatasetEntry("dataloaders.msrvtt", has_val_split=False, reads_csv=True),
+    "msvd": DatasetEntry("dataloaders.msvd", has_val_split=True),
+    "lsmdc": DatasetEntry("dataloaders.lsmdc", has_val_split=True),
+    "activity": DatasetEntry("dataloaders.activitynet", has_val_split=False),
+    "didemo": DatasetEntry("dataloaders.didemo", has_val_split=True),
+    "vatex": DatasetEntry("dataloaders.vatex", has_val_split=False),
+    # The built-in temporal benchmark: MSR-VTT's files plus twin pairs (package ``synthetic``).
+    "synthetic": DatasetEntry("synthetic.dataset", has_val_split=False, reads_csv=True),
 }
 
 
-def _lazy_loader(module: str) -> Callable[[Any, str], RetrievalSplit]:
-    def load(args: Any, subset: str) -> RetrievalSplit:
-        return importlib.import_module(f"dataloaders.{module}").load_split(args, subset)
-
-    load.__name__ = f"{module}.load_split"
-    load.__doc__ = f"``dataloaders.{module}.load_split(args, subset)``, imported on first use."
-    return load
-
-
-DATASETS: dict[str, Callable[[Any, str], RetrievalSplit]] = {
-    name: _lazy_loader(module) for name, module in _MODULES.items()
-}
-
-
-def load_split(datatype: str, args: Any, subset: str) -> RetrievalSplit:
-    """Parse ``subset`` ("train", "val" or "test") of dataset ``datatype`` (``--datatype``)."""
+def dataset_entry(datatype: str) -> DatasetEntry:
     try:
-        loader = DATASETS[datatype]
+        return DATASETS[datatype]
     except KeyError:
         raise ValueError(f"unknown --datatype {datatype!r}; choose from {sorted(DATASETS)}") from None
-    return loader(args, subset)
 
 
-__all__ = ["DATASETS", "load_split"]
+def load_split(datatype: str, options: DataOptions, subset: str) -> RetrievalSplit:
+    """Parse ``subset`` ("train", "val" or "test") of dataset ``datatype`` (``--datatype``)."""
+    return dataset_entry(datatype).load(options, subset)
+
+
+__all__ = ["DATASETS", "DataOptions", "DatasetEntry", "dataset_entry", "load_split"]

@@ -28,16 +28,15 @@ from dataloaders.base import (
     AnnotationError,
     RetrievalSplit,
     VideoGroup,
-    allow_missing_videos,
     check_subset,
     clean_caption,
     finalize_split,
     get_key,
     load_json,
-    require_path,
     video_index,
     warn_uncaptioned,
 )
+from dataloaders.options import DataOptions, require_path
 
 ID_FILES = {"train": "train_ids.json", "val": "val_ids.json", "test": "val_ids.json"}
 CAPTION_FILES = {"train": "train.json", "val": "val_1.json", "test": "val_1.json"}
@@ -65,21 +64,21 @@ def bare_id(pseudo_id: str) -> str:
     return pseudo_id[len(PREFIX):] if pseudo_id.startswith(PREFIX) else pseudo_id
 
 
-def load_split(args: Any, subset: str) -> RetrievalSplit:
+def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
-    root = require_path(args, "data_path")
+    root = require_path(options.data_path, "--data_path")
     ids = read_ids(root / ID_FILES[subset])
     cap_path = root / CAPTION_FILES[subset]
     data = load_json(cap_path, "ActivityNet captions")
     if not isinstance(data, dict):
         raise AnnotationError(f"{cap_path}: expected a JSON object id -> annotation")
     warn_uncaptioned(f"activity {subset}", [v for v in ids if v not in data], cap_path)
-    features = require_path(args, "features_path")
+    features = require_path(options.features_path, "--features_path")
     index = video_index(features)
     groups = [
         VideoGroup(v, index.find(v, bare_id(v)), [paragraph(data[v], cap_path, v)])
         for v in ids
         if v in data
     ]
-    return finalize_split(f"activity {subset}", groups, allow_missing=allow_missing_videos(args),
+    return finalize_split(f"activity {subset}", groups, allow_missing=options.allow_missing_videos,
                           searched=f"{features} (walked, stem v_<id> or <id>)")

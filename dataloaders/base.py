@@ -24,14 +24,17 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
+
+from dataloaders.video_reader import VideoDecodeError, read_clip
+from modules.tokenization_clip import get_tokenizer, tokenize_caption
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,29 @@ class VideoItem:
     end: float | None = None
 
 
+class SplitReport(Protocol):
+    """Extra metrics only the dataset knows how to compute (the synthetic benchmark's temporal twins).
+
+    The engine calls ``report(sim)`` with the split's [captions, videos] score matrix (rows
+    and columns in the split's order) and, when it returns a dict, stores it in the results
+    JSON under ``name`` and logs ``format(that dict)``. None means nothing to report.
+    """
+
+    name: str
+
+    def __call__(self, sim: np.ndarray) -> dict | None: ...
+
+    def format(self, report: dict) -> str: ...
+
+
+class BatchSamplerFactory(Protocol):
+    """A dataset's own batch sampler for training (``--twin_batches``): yields lists of item
+    indices, ``batch_size`` per rank, given the video id of every training item."""
+
+    def __call__(self, item_videos: Sequence[str], *, batch_size: int, num_replicas: int, rank: int,
+                 seed: int) -> Sampler[list[int]]: ...
+
+
 @dataclass
 class RetrievalSplit:
     """A parsed split: unique videos, captions, and ``caption_video[i]`` = video of caption i.
@@ -73,7 +99,9 @@ class RetrievalSplit:
     ``sample_unit`` says what one training item is: ``"caption"`` (one item per caption,
     the usual case) or ``"video"`` (one item per video with a caption drawn at random each
     time; MSR-VTT training without ``--expand_msrvtt_sentences``, as CLIP4Clip does).
-    Evaluation ignores it.
+    Evaluation ignores it. ``report`` and ``batch_sampler`` are optional hooks a dataset
+    attaches (see :class:`SplitReport`, :class:`BatchSamplerFactory`); the engine uses them
+    without knowing what they are.
     """
 
     name: str
@@ -81,6 +109,8 @@ class RetrievalSplit:
     captions: list[str]
     caption_video: np.ndarray
     sample_unit: str = "caption"
+    report: SplitReport | None = field(default=None, repr=False, compare=False)
+    batch_sampler: BatchSamplerFactory | None = field(default=None, repr=False, compare=False)
     _by_video: list[np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -148,10 +178,6 @@ class VideoGroup:
     captions: list[str]
     start: float | None = None
     end: float | None = None
-
-
-def allow_missing_videos(args: Any) -> bool:
-    return bool(getattr(args, "allow_missing_videos", False))
 
 
 def finalize_split(
@@ -302,13 +328,6 @@ def first_existing(*paths: Path) -> Path | None:
 # --------------------------------------------------------------------------- annotation helpers
 
 
-def require_path(args: Any, name: str) -> Path:
-    value = getattr(args, name, None)
-    if value in (None, ""):
-        raise ValueError(f"--{name} is required for this dataset")
-    return Path(value)
-
-
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
@@ -357,44 +376,20 @@ def clean_caption(text: Any, path: Path, where: str) -> str:
     return text
 
 
-def group_in_order(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """(video_id, caption) pairs -> captions per video, videos in first-appearance order."""
-    out: dict[str, list[str]] = {}
-    for vid, cap in pairs:
-        out.setdefault(vid, []).append(cap)
-    return out
-
-
 # --------------------------------------------------------------------------- torch datasets
 
 
 def _text_tensors(tokenizer: Any, text: str, max_words: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from modules.tokenization_clip import tokenize_caption
-
     ids, mask = tokenize_caption(tokenizer, text, max_words)
     return torch.as_tensor(ids, dtype=torch.int64), torch.as_tensor(mask, dtype=torch.int64)
 
 
 def _default_tokenizer(tokenizer: Any) -> Any:
-    if tokenizer is not None:
-        return tokenizer
-    from modules.tokenization_clip import get_tokenizer
-
-    return get_tokenizer()
+    return tokenizer if tokenizer is not None else get_tokenizer()
 
 
 def _default_reader(reader: Callable | None) -> Callable:
-    if reader is not None:
-        return reader
-    from dataloaders.video_reader import read_clip
-
-    return read_clip
-
-
-def _decode_error_type() -> type[Exception]:
-    from dataloaders.video_reader import VideoDecodeError
-
-    return VideoDecodeError
+    return reader if reader is not None else read_clip
 
 
 def _video_tensors(reader: Callable, item: VideoItem, sampling: Any, rng: np.random.Generator):
@@ -418,7 +413,7 @@ class TrainPairDataset(Dataset):
     ``MAX_REPLACEMENT_ATTEMPTS`` tries. The item's ``replaced`` entry counts the failed
     decodes behind it (0 normally), so the training loop can sum ``batch["replaced"]`` over
     an epoch: this works with any number of DataLoader workers, unlike a counter on the
-    dataset object (``num_replaced`` below only sees the calling process's work).
+    dataset object would.
 
     Item: ``input_ids``, ``input_mask`` int64 [max_words]; ``video`` float32
     [max_frames, 3, S, S]; ``video_mask`` int64 [max_frames]; ``video_index`` (into
@@ -445,7 +440,6 @@ class TrainPairDataset(Dataset):
         self.skip_bad_videos = skip_bad_videos
         self.seed = seed
         self.reader = _default_reader(reader)
-        self.num_replaced = 0
         if split.sample_unit == "video":
             counts = split.captions_per_video
             if np.any(counts == 0):
@@ -503,16 +497,14 @@ class TrainPairDataset(Dataset):
         return j if j < index else j + 1
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        decode_error = _decode_error_type()
         current, failures = int(index), 0
         while True:
             try:
                 out = self._load(current)
-            except decode_error as e:
+            except VideoDecodeError as e:
                 if not self.skip_bad_videos:
                     raise
                 failures += 1
-                self.num_replaced += 1
                 logger.warning("skipping undecodable video (pair %d): %s", current, e)
                 if failures > MAX_REPLACEMENT_ATTEMPTS:
                     raise RuntimeError(

@@ -26,24 +26,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from dataloaders.base import (
     AnnotationError,
     RetrievalSplit,
     VideoGroup,
     VideoIndex,
-    allow_missing_videos,
     check_subset,
     clean_caption,
     finalize_split,
     get_key,
     load_json,
     read_id_list,
-    require_path,
     video_index,
     warn_uncaptioned,
 )
+from dataloaders.options import DataOptions, require_path
 
 CLIP_START_S = 0.0
 CLIP_END_S = 31.0
@@ -76,19 +74,19 @@ def find_video(index: VideoIndex, name: str) -> Path | None:
     return None
 
 
-def load_split(args: Any, subset: str) -> RetrievalSplit:
+def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
-    root = require_path(args, "data_path")
+    root = require_path(options.data_path, "--data_path")
     names = read_id_list(root / f"{subset}_list.txt", f"DiDeMo {subset} list")
     json_path = root / f"{subset}_data.json"
     descriptions = read_descriptions(json_path, set(names))
     warn_uncaptioned(f"didemo {subset}", [n for n in names if n not in descriptions], json_path)
-    features = require_path(args, "features_path")
+    features = require_path(options.features_path, "--features_path")
     index = video_index(features)
     groups = [
         VideoGroup(n, find_video(index, n), [" ".join(descriptions[n])], CLIP_START_S, CLIP_END_S)
         for n in names
         if n in descriptions
     ]
-    return finalize_split(f"didemo {subset}", groups, allow_missing=allow_missing_videos(args),
+    return finalize_split(f"didemo {subset}", groups, allow_missing=options.allow_missing_videos,
                           searched=f"{features} (walked, by file name or stem)")

@@ -13,8 +13,9 @@ Follows CLIP4Clip. Deliberate differences:
 - InternVideo's train loader drops the unique clip ids at positions 58200-58299 (first
   appearance order) with no explanation, probably clips that were broken on the authors'
   storage. We do not: missing clips are reported (``--allow_missing_videos`` drops them) and
-  undecodable ones are handled by ``--skip_bad_videos``. Set ``args.lsmdc_internvideo_train_slice``
-  (read with getattr, default False) to reproduce the slice for a parity run.
+  undecodable ones are handled by ``--skip_bad_videos``. Set
+  ``DataOptions.lsmdc_internvideo_train_slice`` (no command-line flag) to reproduce the slice
+  for a parity run.
 - CLIP4Clip silently drops sentences whose clip is not on disk; here that is an error
   unless ``--allow_missing_videos``, which drops them and logs the count.
 - A repeated clip id gives one video with several captions, not a duplicated video column
@@ -26,20 +27,18 @@ Follows CLIP4Clip. Deliberate differences:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from dataloaders.base import (
     AnnotationError,
     RetrievalSplit,
     VideoGroup,
-    allow_missing_videos,
     check_subset,
     clean_caption,
     finalize_split,
     require_file,
-    require_path,
     video_index,
 )
+from dataloaders.options import DataOptions, require_path
 
 FILES = {
     "train": "LSMDC16_annos_training.csv",
@@ -72,18 +71,18 @@ def read_annotations(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_split(args: Any, subset: str) -> RetrievalSplit:
+def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
-    path = require_path(args, "data_path") / FILES[subset]
+    path = require_path(options.data_path, "--data_path") / FILES[subset]
     captions: dict[str, list[str]] = {}
     for clip_id, sentence in read_annotations(path):
         captions.setdefault(clip_id, []).append(sentence)
     clip_ids = list(captions)
-    if subset == "train" and getattr(args, "lsmdc_internvideo_train_slice", False):
+    if subset == "train" and options.lsmdc_internvideo_train_slice:
         lo, hi = INTERNVIDEO_DROPPED_TRAIN_RANGE
         clip_ids = clip_ids[:lo] + clip_ids[hi:]
-    features = require_path(args, "features_path")
+    features = require_path(options.features_path, "--features_path")
     index = video_index(features)
     groups = [VideoGroup(c, index.find(c), captions[c]) for c in clip_ids]
-    return finalize_split(f"lsmdc {subset}", groups, allow_missing=allow_missing_videos(args),
+    return finalize_split(f"lsmdc {subset}", groups, allow_missing=options.allow_missing_videos,
                           searched=f"{features} (walked, by file stem)")

@@ -23,13 +23,11 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Any
 
 from dataloaders.base import (
     AnnotationError,
     RetrievalSplit,
     VideoGroup,
-    allow_missing_videos,
     check_subset,
     clean_caption,
     finalize_split,
@@ -37,9 +35,9 @@ from dataloaders.base import (
     get_key,
     load_json,
     require_file,
-    require_path,
     warn_uncaptioned,
 )
+from dataloaders.options import DataOptions, require_path
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +81,23 @@ def read_train_sentences(json_path: Path, keep: set[str]) -> dict[str, list[str]
     return out
 
 
-def load_train(args: Any) -> tuple[list[VideoGroup], str]:
-    features = require_path(args, "features_path")
-    csv_path = require_path(args, "train_csv")
+def load_train(options: DataOptions) -> tuple[list[VideoGroup], str]:
+    features = require_path(options.features_path, "--features_path")
+    csv_path = require_path(options.train_csv, "--train_csv")
     ids = list(dict.fromkeys(r["video_id"] for _, r in read_csv_columns(csv_path, ("video_id",), "MSR-VTT train csv")))
-    json_path = require_path(args, "data_path")
+    json_path = require_path(options.data_path, "--data_path")
     if json_path.is_dir():  # accept the folder holding MSRVTT_data.json too
         json_path = json_path / "MSRVTT_data.json"
     captions = read_train_sentences(json_path, set(ids))
     warn_uncaptioned("msrvtt train", [v for v in ids if v not in captions], json_path)
     groups = [VideoGroup(v, video_path(features, v), captions[v]) for v in ids if v in captions]
-    unit = "caption" if getattr(args, "expand_msrvtt_sentences", False) else "video"
+    unit = "caption" if options.expand_msrvtt_sentences else "video"
     return groups, unit
 
 
-def load_eval(args: Any) -> list[VideoGroup]:
-    features = require_path(args, "features_path")
-    csv_path = require_path(args, "val_csv")
+def load_eval(options: DataOptions) -> list[VideoGroup]:
+    features = require_path(options.features_path, "--features_path")
+    csv_path = require_path(options.val_csv, "--val_csv")
     rows = read_csv_columns(csv_path, ("video_id", "sentence"), "MSR-VTT test csv (--val_csv)")
     captions: dict[str, list[str]] = {}
     for line, row in rows:
@@ -107,13 +105,14 @@ def load_eval(args: Any) -> list[VideoGroup]:
     return [VideoGroup(v, video_path(features, v), caps) for v, caps in captions.items()]
 
 
-def load_split(args: Any, subset: str) -> RetrievalSplit:
+def load_split(options: DataOptions, subset: str, name: str = "msrvtt") -> RetrievalSplit:
+    """``name`` labels the split in messages (the synthetic benchmark reuses this loader)."""
     check_subset(subset)
     unit = "caption"
     if subset == "train":
-        groups, unit = load_train(args)
+        groups, unit = load_train(options)
     else:
-        groups = load_eval(args)
-    searched = f"{args.features_path} (<video_id>.mp4 or .webm)"
-    return finalize_split(f"msrvtt {subset}", groups, allow_missing=allow_missing_videos(args),
+        groups = load_eval(options)
+    searched = f"{options.features_path} (<video_id>.mp4 or .webm)"
+    return finalize_split(f"{name} {subset}", groups, allow_missing=options.allow_missing_videos,
                           searched=searched, sample_unit=unit)

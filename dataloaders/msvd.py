@@ -21,16 +21,15 @@ from dataloaders.base import (
     AnnotationError,
     RetrievalSplit,
     VideoGroup,
-    allow_missing_videos,
     check_subset,
     clean_caption,
     finalize_split,
     read_id_list,
     require_file,
-    require_path,
     video_index,
     warn_uncaptioned,
 )
+from dataloaders.options import DataOptions, require_path
 
 CAPTION_FILE = "raw-captions.pkl"
 
@@ -63,15 +62,15 @@ def captions_of(data: dict[str, Any], vid: str, path: Path) -> list[str]:
     return [join_caption(c, path, f"key '{vid}' caption {i}") for i, c in enumerate(caps)]
 
 
-def load_split(args: Any, subset: str) -> RetrievalSplit:
+def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
-    root = require_path(args, "data_path")
+    root = require_path(options.data_path, "--data_path")
     ids = read_id_list(root / f"{subset}_list.txt", f"MSVD {subset} list")
     cap_path = root / CAPTION_FILE
     data = read_raw_captions(cap_path)
     warn_uncaptioned(f"msvd {subset}", [v for v in ids if v not in data], cap_path)
-    features = require_path(args, "features_path")
+    features = require_path(options.features_path, "--features_path")
     index = video_index(features)
     groups = [VideoGroup(v, index.find(v), captions_of(data, v, cap_path)) for v in ids if v in data]
-    return finalize_split(f"msvd {subset}", groups, allow_missing=allow_missing_videos(args),
+    return finalize_split(f"msvd {subset}", groups, allow_missing=options.allow_missing_videos,
                           searched=f"{features} (walked, by file stem)")

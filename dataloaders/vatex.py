@@ -25,22 +25,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from dataloaders.base import (
     AnnotationError,
     RetrievalSplit,
     VideoGroup,
-    allow_missing_videos,
     check_subset,
     clean_caption,
     finalize_split,
     get_key,
     load_json,
     read_id_list,
-    require_path,
     warn_uncaptioned,
 )
+from dataloaders.options import DataOptions, require_path
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +90,14 @@ def read_entries(path: Path, keep: set[str], features: Path) -> dict[str, VideoG
     return out
 
 
-def load_split(args: Any, subset: str) -> RetrievalSplit:
+def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
-    root = require_path(args, "data_path")
+    root = require_path(options.data_path, "--data_path")
     ids = read_id_list(list_file(root, subset), f"VATEX {subset} list")
     json_path = pick_file(root, TRAIN_JSON if subset == "train" else VALIDATION_JSON)
-    features = require_path(args, "features_path")
+    features = require_path(options.features_path, "--features_path")
     entries = read_entries(json_path, set(ids), features)
     warn_uncaptioned(f"vatex {subset}", [v for v in ids if v not in entries], json_path)
     groups = [entries[v] for v in ids if v in entries]
-    return finalize_split(f"vatex {subset}", groups, allow_missing=allow_missing_videos(args),
+    return finalize_split(f"vatex {subset}", groups, allow_missing=options.allow_missing_videos,
                           searched=f"the JSON 'path' fields or {features}/<videoID>.mp4")

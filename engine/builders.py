@@ -25,16 +25,14 @@ from modules.weights import load_model_weights, read_meta
 
 logger = logging.getLogger(__name__)
 
-# Splits used for checkpoint selection: MSR-VTT 1k-A, ActivityNet val_1 and VATEX have no
-# separate validation split in the published protocols, so selection falls back to test.
-HAS_VAL_SPLIT = {"msrvtt": False, "msvd": True, "lsmdc": True, "activity": False, "didemo": True, "vatex": False}
-
-
-def has_val_split(args: argparse.Namespace) -> bool:
-    return HAS_VAL_SPLIT.get(args.datatype, False)
-
-
 # ---------------------------------------------------------------------------- data
+def data_options(args: argparse.Namespace) -> dataloaders.DataOptions:
+    """What the dataset loaders read, from the command line (the one place they meet `args`)."""
+    return dataloaders.DataOptions(data_path=args.data_path, features_path=args.features_path, train_csv=args.train_csv,
+                       val_csv=args.val_csv, expand_msrvtt_sentences=args.expand_msrvtt_sentences,
+                       allow_missing_videos=args.allow_missing_videos)
+
+
 def image_resolution(model) -> int:
     """The input size the video tower was built for (224, or 336 for ViT-L/14@336px)."""
     return int(model.clip.visual.input_resolution)
@@ -52,26 +50,25 @@ def frame_sampling(args: argparse.Namespace, model, train: bool) -> FrameSamplin
 
 
 def train_dataset(args: argparse.Namespace, model) -> TrainPairDataset:
-    split = dataloaders.load_split(args.datatype, args, "train")
+    split = dataloaders.load_split(args.datatype, data_options(args), "train")
     return TrainPairDataset(split, get_tokenizer(), frame_sampling(args, model, train=True), args.max_words,
                             skip_bad_videos=args.skip_bad_videos, seed=args.seed)
 
 
 def eval_datasets(args: argparse.Namespace, subset: str, model):
-    split = dataloaders.load_split(args.datatype, args, subset)
+    split = dataloaders.load_split(args.datatype, data_options(args), subset)
     texts = TextDataset(split, get_tokenizer(), args.max_words)
     videos = VideoDataset(split, frame_sampling(args, model, train=False), seed=args.seed)
     return split, texts, videos
 
 
 def twin_batch_sampler(dataset: TrainPairDataset, per_rank: int, info: DistInfo, seed: int):
-    """Synthetic benchmark: batches whose halves are temporal twins (hard negatives)."""
-    from dataloaders.synthetic import load_meta
-    from dataloaders.twin_sampler import TwinBatchSampler, twin_pairs_from_meta
-
-    meta = load_meta(Path(dataset.split.videos[0].path).parent.parent)
-    return TwinBatchSampler(dataset.pair_video_ids, twin_pairs_from_meta(meta, "train"), per_rank,
-                            num_replicas=info.world_size, rank=info.rank, seed=seed)
+    """--twin_batches: the training split's own batch sampler (the synthetic benchmark's twins)."""
+    factory = dataset.split.batch_sampler
+    if factory is None:
+        raise ValueError(f"--twin_batches: {dataset.split.name} has no twin pairs (--datatype synthetic has)")
+    return factory(dataset.pair_video_ids, batch_size=per_rank, num_replicas=info.world_size, rank=info.rank,
+                   seed=seed)
 
 
 # ---------------------------------------------------------------------------- optimisation

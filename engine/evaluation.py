@@ -12,9 +12,7 @@ and assembled on rank 0, where the metrics are computed: plain and dual-softmax 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -122,42 +120,3 @@ def retrieval_metrics(sim: np.ndarray, caption_video: np.ndarray) -> dict:
     return {"plain": plain, "dsl": dsl}
 
 
-def format_results(results: dict) -> str:
-    lines = []
-    for label, key in (("plain", "plain"), ("DSL (dual softmax, transductive)", "dsl")):
-        for direction in ("t2v", "v2t", "v2t_per_caption"):
-            m = results[key].get(direction)
-            if m is None:
-                continue
-            lines.append(f"{label:<34} {direction:<16} R@1 {m['R1']:6.2f}  R@5 {m['R5']:6.2f}  "
-                         f"R@10 {m['R10']:6.2f}  MedR {m['MedR']:6.1f}  MeanR {m['MeanR']:8.2f}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------- synthetic benchmark
-def synthetic_meta_beside(data_path: str | os.PathLike) -> dict | None:
-    """`synthetic_meta.json` in the folder of the annotation file (or in `data_path` itself
-    when it is a folder): the data is the built-in synthetic benchmark. None otherwise."""
-    from dataloaders.synthetic import META_FILE, load_meta
-
-    path = Path(data_path)
-    folder = path if path.is_dir() else path.parent
-    return load_meta(folder / META_FILE) if (folder / META_FILE).is_file() else None
-
-
-def temporal_metrics(sim: np.ndarray, caption_video: np.ndarray, video_ids: list[str], meta: dict) -> dict | None:
-    """The synthetic benchmark's temporal report (direction / order twins: R@1 and twin
-    accuracy, in percent) for a test-split score matrix; None when the split is not the
-    meta file's test split (e.g. the train split)."""
-    from dataloaders.synthetic_eval import temporal_report
-
-    caption_ids = [video_ids[i] for i in caption_video]
-    if caption_ids != list(meta["test_video_ids"]) or sorted(video_ids) != sorted(meta["test_video_ids"]):
-        return None
-    return temporal_report(sim, meta, video_ids=video_ids)
-
-
-def format_temporal(report: dict) -> str:
-    return "\n".join(f"temporal twins {kind:<10} ({r['queries']} queries)   R@1 {r['R1']:6.2f}  "
-                     f"twin accuracy {r['twin_acc']:6.2f}  (order-blind: twin accuracy 50)"
-                     for kind, r in report.items())

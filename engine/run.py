@@ -15,19 +15,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+import dataloaders
 from engine import builders
 from engine.distributed import DistInfo, barrier, worker_context
-from engine.evaluation import (
-    encode_items,
-    format_results,
-    format_temporal,
-    retrieval_metrics,
-    similarity_matrix,
-    synthetic_meta_beside,
-    temporal_metrics,
-)
+from engine.evaluation import encode_items, retrieval_metrics, similarity_matrix
 from engine.run_folder import open_run_folder, write_json
 from engine.training import Trainer, TrainState, autocast_for
+from metrics import format_metrics_table
 
 logger = logging.getLogger("retrieval")
 
@@ -79,13 +73,14 @@ def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: 
     results.update(dataset=args.datatype, split=subset, tag=tag, checkpoint=args.init_model,
                    num_captions=len(texts), num_videos=len(videos), seconds=round(time.time() - started, 1),
                    world_size=info.world_size)
+    table = format_metrics_table({"plain": results["plain"], "DSL (dual softmax, transductive)": results["dsl"]},
+                                 markdown=False)
     logger.info("%s on %s %s (%d captions, %d videos):\n%s", tag, args.datatype, subset, len(texts),
-                len(videos), format_results(results))
-    meta = synthetic_meta_beside(args.data_path)
-    temporal = meta and temporal_metrics(sim, np.asarray(split.caption_video), split.video_ids, meta)
-    if temporal:  # the synthetic benchmark: direction / order twins
-        results["temporal"] = temporal
-        logger.info("%s temporal report:\n%s", tag, format_temporal(temporal))
+                len(videos), table)
+    extra = split.report(sim) if split.report else None
+    if extra:  # metrics only this dataset knows (the synthetic benchmark's temporal twins)
+        results[split.report.name] = extra
+        logger.info("%s %s report:\n%s", tag, split.report.name, split.report.format(extra))
     write_json(Path(args.output_dir) / f"results_{subset}_{tag}.json", results)
     return results
 
@@ -118,7 +113,7 @@ def tensorboard_writer(output_dir: Path, info: DistInfo):
 
 def selection_split(args: argparse.Namespace) -> str:
     """Checkpoints are selected on the validation split where the dataset has one."""
-    return "val" if builders.has_val_split(args) else "test"
+    return "val" if dataloaders.dataset_entry(args.datatype).has_val_split else "test"
 
 
 def train(model, args: argparse.Namespace, info: DistInfo) -> None:
@@ -167,7 +162,8 @@ def train(model, args: argparse.Namespace, info: DistInfo) -> None:
 
 def check_before_work(args: argparse.Namespace, info: DistInfo) -> None:
     """Errors that would otherwise surface only after the model is built or an epoch has run."""
-    for name in ("data_path", "features_path") + (("train_csv",) if args.do_train and args.datatype == "msrvtt" else ()):
+    reads_csv = dataloaders.dataset_entry(args.datatype).reads_csv
+    for name in ("data_path", "features_path") + (("train_csv",) if args.do_train and reads_csv else ()):
         if not Path(getattr(args, name)).exists():
             raise FileNotFoundError(f"--{name} {getattr(args, name)} does not exist")
     if args.do_train:

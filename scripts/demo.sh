@@ -4,8 +4,8 @@
 # main_task_retrieval.py (CPU is enough), evaluate both, evaluate them zero-shot on a second
 # split generated with another seed, and print one table. Outputs: output/demo/ (checkpoints,
 # logs, results JSON; the table in output/demo/table.md). Each command run is printed.
-# Options are passed on to `python -m demo.synthetic_demo` (--help lists them).
+# Options are passed on to `python -m synthetic.demo` (--help lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m demo.synthetic_demo "$@"
+exec .venv/bin/python -m synthetic.demo "$@"

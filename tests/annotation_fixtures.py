@@ -2,14 +2,13 @@
 
 Each ``write_<dataset>(root)`` writes a miniature copy of that dataset's annotation files
 under ``root/anns`` and placeholder video files under ``root/videos`` (laid out as the real
-release is: flat, nested per movie, per split ...), and returns an ``argparse.Namespace``
-with the arguments the loader reads. The ``EXPECTED`` dict next to each writer says what a
-correct loader must find. ``make_tiny_mp4`` writes a real H.264 file for tensor tests.
+release is: flat, nested per movie, per split ...), and returns the ``DataOptions`` the
+loader reads. The ``EXPECTED`` dict next to each writer says what a correct loader must
+find. ``make_tiny_mp4`` writes a real H.264 file for tensor tests.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import pickle
@@ -18,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dataloaders.options import DataOptions
 
-def make_args(**kw) -> argparse.Namespace:
-    base = dict(data_path=None, features_path=None, train_csv=None, val_csv=None,
-                expand_msrvtt_sentences=False, allow_missing_videos=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+
+def make_args(**kw) -> DataOptions:
+    return DataOptions(**kw)
 
 
 def touch(paths: Iterable[Path]) -> None:
@@ -56,7 +54,7 @@ MSRVTT_EXPECTED = {
 }
 
 
-def write_msrvtt(root: Path) -> argparse.Namespace:
+def write_msrvtt(root: Path) -> DataOptions:
     """``MSRVTT_data.json`` (info/videos/sentences), a 9k-style train csv, a JSFusion test csv."""
     anns, videos = _dirs(root)
     data = {
@@ -99,7 +97,7 @@ MSVD_EXPECTED = {
 }
 
 
-def write_msvd(root: Path) -> argparse.Namespace:
+def write_msvd(root: Path) -> DataOptions:
     """``raw-captions.pkl`` (id -> list of word-token lists), ``{train,val,test}_list.txt``, ``<id>.avi``."""
     anns, videos = _dirs(root)
     captions = {vid: [["a", "man", "is", "doing", f"thing{j}", "in", vid] for j in range(n)]
@@ -142,7 +140,7 @@ def lsmdc_line(clip_id: str, sentence: str) -> str:
     return "\t".join([clip_id, times[0], times[1], times[0], times[1], sentence])
 
 
-def write_lsmdc(root: Path) -> argparse.Namespace:
+def write_lsmdc(root: Path) -> DataOptions:
     """Tab-separated 6-field files, no header; videos nested as ``<movie>/<clip_id>.avi``."""
     anns, videos = _dirs(root)
     for subset, rows in LSMDC_ROWS.items():
@@ -165,7 +163,7 @@ ANET_EXPECTED = {
 }
 
 
-def write_activitynet(root: Path) -> argparse.Namespace:
+def write_activitynet(root: Path) -> DataOptions:
     """``train_ids.json``/``val_ids.json`` (lists of ``v_`` ids), ``train.json``/``val_1.json`` (id -> dict).
 
     Videos: train ones as InternVideo names them (``train/v_<id>.mp4``), val ones as
@@ -214,7 +212,7 @@ DIDEMO_EXPECTED = {
 }
 
 
-def write_didemo(root: Path) -> argparse.Namespace:
+def write_didemo(root: Path) -> DataOptions:
     """``{split}_list.txt`` (file names with extension) and LocalizingMoments ``{split}_data.json``."""
     anns, videos = _dirs(root)
     for subset, per_video in DIDEMO.items():
@@ -245,7 +243,7 @@ VATEX_EXPECTED = {
 }
 
 
-def write_vatex(root: Path, *, with_path: bool = True) -> argparse.Namespace:
+def write_vatex(root: Path, *, with_path: bool = True) -> DataOptions:
     """Official ``vatex_*_v1.0.json`` lists (videoID, enCap x10, chCap x10); ``train_list``/``test_list``.
 
     With ``with_path`` the first train entry carries a ``path`` (relative, InternVideo's

@@ -13,14 +13,14 @@ TINY_CLIP = {
 
 
 def make_synthetic(out: Path, seed: int = 0, num_train: int = 24, num_test: int = 18) -> Path:
-    from dataloaders.synthetic import SyntheticConfig, generate
+    from synthetic.generate import SyntheticConfig, generate
 
     generate(out, SyntheticConfig(seed=seed, num_train=num_train, num_test=num_test), workers=1)
     return out
 
 
 def data_args(data: Path) -> list[str]:
-    return ["--datatype", "msrvtt", "--data_path", str(data / "MSRVTT_data.json"),
+    return ["--datatype", "synthetic", "--data_path", str(data / "MSRVTT_data.json"),
             "--train_csv", str(data / "synthetic_train.csv"), "--val_csv", str(data / "synthetic_test.csv"),
             "--features_path", str(data / "videos"), "--feature_framerate", "8", "--max_frames", "8",
             "--slice_framepos", "0", "--max_words", "16"]

@@ -64,7 +64,7 @@ def test_eval_after_training_reports_plain_and_dsl(synthetic_data, tmp_path):
     for kind in ("plain", "dsl"):
         for direction in ("t2v", "v2t", "v2t_per_caption"):
             assert set(results[kind][direction]) >= {"R1", "R5", "R10", "MedR", "MeanR"}
-    assert results["num_videos"] == 18 and results["dataset"] == "msrvtt"
+    assert results["num_videos"] == 18 and results["dataset"] == "synthetic"
     assert (tmp_path / "log.txt").read_text().count("DSL (dual softmax, transductive)") >= 3
     assert (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()
     if importlib.util.find_spec("tensorboard") is not None:  # events only when tensorboard is installed

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import av
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from dataloaders import synthetic as syn
-from dataloaders.synthetic_eval import (
+import dataloaders
+from dataloaders.base import TrainPairDataset
+from dataloaders.options import DataOptions
+from dataloaders.video_reader import FrameSampling, read_clip
+from modules.tokenization_clip import get_tokenizer
+from synthetic import generate as syn
+from synthetic.twin_metrics import (
+    TemporalReport,
     temporal_query_groups,
     temporal_recall_at_1,
     temporal_report,
     twin_accuracy,
     twin_query_pairs,
 )
-from dataloaders.twin_sampler import TwinBatchSampler, twin_pairs_from_meta
+from synthetic.twin_sampler import TwinBatchSampler, twin_pairs_from_meta
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = syn.SyntheticConfig(seed=0, num_train=12, num_test=9)
@@ -52,7 +60,7 @@ def _videos_by_id(meta: dict) -> dict[str, dict]:
 def test_same_seed_same_annotations_and_frames_via_cli(dataset, frames, tmp_path):
     """The CLI with 2 worker processes reproduces the in-process, 1-worker run exactly."""
     out = tmp_path / "b"
-    cmd = [sys.executable, "-m", "dataloaders.synthetic", "--out", str(out), "--seed", "0",
+    cmd = [sys.executable, "-m", "synthetic.generate", "--out", str(out), "--seed", "0",
            "--num_train", str(SMALL.num_train), "--num_test", str(SMALL.num_test), "--workers", "2"]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=120)
     for name in ANNOTATIONS:
@@ -99,8 +107,6 @@ def test_csv_formats(dataset):
 
 
 def test_videos_h264_8fps_and_match_rendering(dataset, meta, frames):
-    import av
-
     with av.open(str(dataset / "videos" / "video0.mp4")) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
@@ -114,19 +120,15 @@ def test_videos_h264_8fps_and_match_rendering(dataset, meta, frames):
         assert np.abs(decoded - rendered).mean() < 3.0
 
 
-def _split_args(dataset: Path) -> argparse.Namespace:
-    return argparse.Namespace(
+def _split_args(dataset: Path) -> DataOptions:
+    return DataOptions(
         data_path=str(dataset / syn.DATA_JSON), features_path=str(dataset / "videos"),
         train_csv=str(dataset / syn.TRAIN_CSV), val_csv=str(dataset / syn.TEST_CSV),
-        expand_msrvtt_sentences=True, allow_missing_videos=False,
+        expand_msrvtt_sentences=True,
     )
 
 
 def test_msrvtt_loader_reads_it_unchanged(dataset, meta):
-    import dataloaders
-
-    if not hasattr(dataloaders, "load_split"):
-        pytest.skip("dataset registry not written yet")
     train = dataloaders.load_split("msrvtt", _split_args(dataset), "train")
     assert [v.video_id for v in train.videos] == [f"video{i}" for i in range(12)]
     assert all(Path(v.path).is_file() for v in train.videos)
@@ -138,13 +140,34 @@ def test_msrvtt_loader_reads_it_unchanged(dataset, meta):
     assert list(test.captions) == [by_id[v]["caption"] for v in meta["test_video_ids"]]
 
 
+def test_synthetic_datatype_attaches_the_temporal_report(dataset, meta, tmp_path):
+    test = dataloaders.load_split("synthetic", _split_args(dataset), "test")
+    assert test.name == "synthetic test" and test.batch_sampler is None
+    assert isinstance(test.report, TemporalReport) and test.report.name == "temporal"
+    sim = np.random.default_rng(0).normal(size=(test.sentence_num, test.video_num))
+    assert test.report(sim) == temporal_report(sim, meta, video_ids=test.video_ids)
+    text = test.report.format(test.report(sim))
+    assert "temporal twins direction" in text and "temporal twins order" in text
+    # Not the meta file's test split (here: the first 3 test rows only): no report.
+    short = tmp_path / "short_test.csv"
+    short.write_text("".join((dataset / syn.TEST_CSV).read_text().splitlines(True)[:4]))
+    other = dataloaders.load_split("synthetic", replace(_split_args(dataset), val_csv=str(short)), "test")
+    assert other.report(np.zeros((3, 3))) is None
+    # MSR-VTT's own loader knows nothing of twins.
+    plain = dataloaders.load_split("msrvtt", _split_args(dataset), "test")
+    assert plain.report is None and plain.batch_sampler is None
+
+
+def test_synthetic_datatype_needs_the_meta_file(dataset, tmp_path):
+    (tmp_path / syn.DATA_JSON).write_bytes((dataset / syn.DATA_JSON).read_bytes())
+    with pytest.raises(FileNotFoundError, match="synthetic.generate"):
+        dataloaders.load_split("synthetic", replace(_split_args(dataset), data_path=str(tmp_path / syn.DATA_JSON)),
+                               "test")
+
+
 def test_video_reader_reads_every_frame(dataset, frames):
-    reader = pytest.importorskip("dataloaders.video_reader")
-    if not hasattr(reader, "read_clip"):
-        pytest.skip("video reader not written yet")
-    sampling = reader.FrameSampling(max_frames=SMALL.num_frames, feature_framerate=SMALL.fps,
-                                    image_resolution=SMALL.size)
-    video, mask = reader.read_clip(dataset / "videos" / "video0.mp4", sampling=sampling)
+    sampling = FrameSampling(max_frames=SMALL.num_frames, feature_framerate=SMALL.fps, image_resolution=SMALL.size)
+    video, mask = read_clip(dataset / "videos" / "video0.mp4", sampling=sampling)
     assert tuple(video.shape) == (SMALL.num_frames, 3, SMALL.size, SMALL.size)
     assert list(np.asarray(mask)) == [1] * SMALL.num_frames
     # Frames come in file order: per-frame means follow the decoded frames' means.
@@ -362,23 +385,13 @@ def test_sampler_rejects_bad_input():
 
 
 def test_sampler_through_the_training_dataset(dataset, meta):
-    """Real pipeline: msrvtt loader -> TrainPairDataset -> DataLoader(batch_sampler=TwinBatchSampler)."""
-    import dataloaders
-
-    base = pytest.importorskip("dataloaders.base")
-    reader = pytest.importorskip("dataloaders.video_reader")
-    tokenization = pytest.importorskip("modules.tokenization_clip")
-    if not all(hasattr(m, n) for m, n in ((dataloaders, "load_split"), (base, "TrainPairDataset"),
-                                          (reader, "FrameSampling"), (tokenization, "get_tokenizer"))):
-        pytest.skip("loader pieces not written yet")
-    import torch
-
-    split = dataloaders.load_split("msrvtt", _split_args(dataset), "train")
-    sampling = reader.FrameSampling(max_frames=SMALL.num_frames, feature_framerate=SMALL.fps,
-                                    image_resolution=SMALL.size)
-    data = base.TrainPairDataset(split, tokenization.get_tokenizer(), sampling, max_words=32)
-    item_videos = data.pair_video_ids
-    sampler = TwinBatchSampler(item_videos, twin_pairs_from_meta(meta), batch_size=4, num_replicas=1, rank=0)
+    """Real pipeline: synthetic loader -> TrainPairDataset -> DataLoader(batch_sampler=the split's own sampler)."""
+    split = dataloaders.load_split("synthetic", _split_args(dataset), "train")
+    assert split.report is None and split.batch_sampler is not None
+    sampling = FrameSampling(max_frames=SMALL.num_frames, feature_framerate=SMALL.fps, image_resolution=SMALL.size)
+    data = TrainPairDataset(split, get_tokenizer(), sampling, max_words=32)
+    sampler = split.batch_sampler(data.pair_video_ids, batch_size=4, num_replicas=1, rank=0, seed=0)
+    assert isinstance(sampler, TwinBatchSampler)
     twin = _twin_of(twin_pairs_from_meta(meta))
     batches = list(torch.utils.data.DataLoader(data, batch_sampler=sampler))
     assert len(batches) == 3

@@ -1,6 +1,6 @@
 """A reduced real training run on the synthetic temporal benchmark: learning happens.
 
-The demo's recipe (``demo.synthetic_demo``: a random CLIP, twin batches, ...) on less data
+The demo's recipe (``synthetic.demo``: a random CLIP, twin batches, ...) on less data
 and fewer steps, through ``main_task_retrieval.main`` (the real loader decoding mp4 files,
 per-epoch evaluation, checkpoints), then evaluated on held-out clips. Under a minute on 2
 CPU cores (at most 3).
@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import main_task_retrieval
-from dataloaders.synthetic import SyntheticConfig, generate
-from demo.synthetic_demo import CLIP_CONFIG
+from synthetic.demo import CLIP_CONFIG
+from synthetic.generate import SyntheticConfig, generate
 
 NUM_TEST = 60  # 20 triplets: chance R@1 is 1/60 = 1.7%
 CONFIG = SyntheticConfig(seed=0, num_train=640, num_test=NUM_TEST)
@@ -32,7 +32,7 @@ def trained(tmp_path_factory) -> Path:
     data = generate(root / "data", CONFIG, workers=2)
     out = root / "run"
     argv = [
-        "--do_train", "--do_eval", "--datatype", "msrvtt", "--data_path", str(data / "MSRVTT_data.json"),
+        "--do_train", "--do_eval", "--datatype", "synthetic", "--data_path", str(data / "MSRVTT_data.json"),
         "--train_csv", str(data / "synthetic_train.csv"), "--val_csv", str(data / "synthetic_test.csv"),
         "--features_path", str(data / "videos"), "--feature_framerate", str(CONFIG.fps),
         "--max_frames", str(CONFIG.num_frames), "--slice_framepos", "0",

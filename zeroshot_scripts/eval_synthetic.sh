@@ -15,14 +15,14 @@ DATA_DIR="${DATA_DIR:-data/synthetic_seed$SEED}"
 INIT_MODEL="${INIT_MODEL:-}"
 if [ -z "$INIT_MODEL" ]; then echo "error: set INIT_MODEL to a trained checkpoint (e.g. output/demo/seqTransf/checkpoints/best)" >&2; exit 2; fi
 require_file "$INIT_MODEL" "checkpoint (INIT_MODEL)"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # see demo/synthetic_demo.py
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # see synthetic/demo.py
 if [ "${DRY_RUN:-0}" != 1 ] && [ ! -f "$DATA_DIR/synthetic_meta.json" ]; then
-  "$PYTHON" -m dataloaders.synthetic --out "$DATA_DIR" --seed "$SEED" --num_train 0 --num_test "$NUM_TEST" >&2
+  "$PYTHON" -m synthetic.generate --out "$DATA_DIR" --seed "$SEED" --num_train 0 --num_test "$NUM_TEST" >&2
 fi
-read -r -a MODEL_ARGS <<< "$("$PYTHON" -m demo.synthetic_demo --model_args "$INIT_MODEL")"
+read -r -a MODEL_ARGS <<< "$("$PYTHON" -m synthetic.demo --model_args "$INIT_MODEL")"
 if [ -n "${SIM_HEADER:-}" ]; then MODEL_ARGS+=(--sim_header "$SIM_HEADER"); fi
 if [ "${#MODEL_ARGS[@]}" -eq 0 ]; then MODEL_ARGS=(--sim_header seqTransf --max_words 24); fi
-launch --do_eval --datatype msrvtt --data_path "$DATA_DIR/MSRVTT_data.json" --val_csv "$DATA_DIR/synthetic_test.csv" \
+launch --do_eval --datatype synthetic --data_path "$DATA_DIR/MSRVTT_data.json" --val_csv "$DATA_DIR/synthetic_test.csv" \
   --features_path "$DATA_DIR/videos" --feature_framerate 8 --max_frames 8 --slice_framepos 0 \
   --init_model "$INIT_MODEL" --loose_type --batch_size_val 128 --num_thread_reader "${NUM_WORKERS:-1}" \
   --output_dir "${OUTPUT_DIR:-output/zs_synthetic_seed$SEED}" "${MODEL_ARGS[@]}" "$@"

@@ -1,6 +1,6 @@
 """Synthetic temporal video-text benchmark written in MSR-VTT's exact file format.
 
-``python -m dataloaders.synthetic --out data/synthetic --seed 0`` writes::
+``python -m synthetic.generate --out data/synthetic --seed 0`` writes::
 
     <out>/MSRVTT_data.json        MSR-VTT annotation json ("info", "videos", "sentences")
     <out>/synthetic_train.csv     train list, column ``video_id`` (like MSRVTT_train.9k.csv)
@@ -8,11 +8,12 @@
     <out>/synthetic_meta.json     generation config, every clip's spec, twin pairs (see below)
     <out>/videos/<video_id>.mp4   H.264 (lossless, qp 0), yuv420p, ``fps`` frames per second
 
-so it goes through the MSR-VTT loader unchanged (``--datatype msrvtt --data_path
+so the MSR-VTT loader reads it unchanged. ``--datatype synthetic`` (same files: ``--data_path
 <out>/MSRVTT_data.json --train_csv <out>/synthetic_train.csv --val_csv
-<out>/synthetic_test.csv --features_path <out>/videos``; read every frame with
+<out>/synthetic_test.csv --features_path <out>/videos``) adds the twin pairs: the temporal
+report and ``--twin_batches`` (:mod:`synthetic.dataset`). Read every frame with
 ``--feature_framerate <fps> --max_frames <2*event_frames>``, the ``recommended`` block of
-the meta file).
+the meta file.
 
 A clip is two events of ``event_frames`` frames each; in each event one coloured shape
 crosses the whole frame in one direction on a black-to-dark-grey background. Its caption
@@ -26,7 +27,7 @@ encoding is lossless in YUV and the decoder maps each frame independently of its
 neighbours, so the decoded frames keep that property bit for bit.
 
 Train clips come in pairs (base, twin of a random kind) so a batch sampler can put twins
-in one batch (``dataloaders.twin_sampler``). Test clips come in triplets (base, direction
+in one batch (:mod:`synthetic.twin_sampler`). Test clips come in triplets (base, direction
 twin, order twin). Every clip in the dataset has a distinct event content (the caption
 up to its template), and no test content appears in train.
 
@@ -34,7 +35,7 @@ up to its template), and no test content appears in train.
 (per clip: video_id, split, role in {"base", "direction_twin", "order_twin"}, twin_of,
 caption, the events and rendering parameters), ``twin_pairs`` per split (lists of
 [video_id, twin_video_id, kind]) and ``test_video_ids`` (test csv row order: caption i of
-the test split belongs to video ``test_video_ids[i]``). ``dataloaders.synthetic_eval``
+the test split belongs to video ``test_video_ids[i]``). :mod:`synthetic.twin_metrics`
 turns it into query groups and twin accuracies.
 
 Determinism: the same arguments give the same bytes of every annotation file and the same
@@ -273,7 +274,7 @@ def sample_spec(rng: np.random.Generator) -> ClipSpec:
     return ClipSpec(events=events, background=int(rng.integers(0, 41)), template=int(rng.integers(len(TEMPLATES))))
 
 
-def _sample_group(rng: np.random.Generator, used: set, kinds: Sequence[str]) -> list[tuple[str, ClipSpec]]:
+def sample_group(rng: np.random.Generator, used: set, kinds: Sequence[str]) -> list[tuple[str, ClipSpec]]:
     """A base clip and one twin per kind, all with contents not yet in ``used``."""
     for _ in range(10_000):
         base = sample_spec(rng)
@@ -303,11 +304,11 @@ def sample_clips(config: SyntheticConfig) -> list[Clip]:
     used: set = set()
     groups: list[tuple[str, list[tuple[str, ClipSpec]]]] = []
     for _ in range(config.num_test // 3):  # test first: its contents stay out of train
-        groups.append(("test", _sample_group(rng, used, ("direction", "order"))))
+        groups.append(("test", sample_group(rng, used, ("direction", "order"))))
     test_groups, groups = groups, []
     for _ in range(config.num_train // 2):
         kind = ("direction", "order")[int(rng.integers(2))]
-        groups.append(("train", _sample_group(rng, used, (kind,))))
+        groups.append(("train", sample_group(rng, used, (kind,))))
     clips: list[Clip] = []
     for split, group in groups + test_groups:
         base_id = f"video{len(clips)}"
@@ -323,7 +324,7 @@ def sample_clips(config: SyntheticConfig) -> list[Clip]:
 def msrvtt_json(clips: Sequence[Clip], config: SyntheticConfig) -> dict:
     duration = config.num_frames / config.fps
     info = {
-        "contributor": "synthetic temporal benchmark (dataloaders/synthetic.py)",
+        "contributor": "synthetic temporal benchmark (synthetic/generate.py)",
         "description": "coloured shapes moving; captions name colour, shape, direction and event order",
         "version": "1.0",
         "seed": config.seed,
@@ -367,7 +368,7 @@ def meta_json(clips: Sequence[Clip], config: SyntheticConfig) -> dict:
         "format": "synthetic-temporal-v1",
         "config": asdict(config),
         "recommended": {
-            "datatype": "msrvtt",
+            "datatype": "synthetic",
             "feature_framerate": config.fps,
             "max_frames": config.num_frames,
             "slice_framepos": 0,
@@ -439,7 +440,7 @@ def load_meta(path: str | os.PathLike) -> dict:
 def loader_args(out: str | os.PathLike, config: SyntheticConfig) -> str:
     """Command-line arguments that point ``main_task_retrieval.py`` at the dataset."""
     out = Path(out)
-    return (f"--datatype msrvtt --data_path {out / DATA_JSON} --train_csv {out / TRAIN_CSV} "
+    return (f"--datatype synthetic --data_path {out / DATA_JSON} --train_csv {out / TRAIN_CSV} "
             f"--val_csv {out / TEST_CSV} --features_path {out / 'videos'} "
             f"--feature_framerate {config.fps} --max_frames {config.num_frames} --slice_framepos 0")
 

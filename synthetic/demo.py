@@ -1,8 +1,9 @@
 """The synthetic temporal demo: generate the benchmark, train seqTransf and meanP from random
 weights with the real ``main_task_retrieval.py``, evaluate both, print one table.
 
-    python -m demo.synthetic_demo                 # what ``bash scripts/demo.sh`` runs
-    python -m demo.synthetic_demo --table output/demo/seqTransf output/demo/meanP
+    python -m synthetic.demo                 # what ``bash scripts/demo.sh`` runs
+    python -m synthetic.demo --long          # the benchmark schedule (``python -m bench.bench_synthetic``)
+    python -m synthetic.demo --table output/demo/seqTransf output/demo/meanP
 
 Everything goes through the same entry point, loader (mp4 decoding) and evaluation as the
 real datasets; this module only builds the command lines, runs them one after the other,
@@ -30,7 +31,9 @@ and OpenAI's tokenizer, from random weights, frames of 32 px as one 32x32 patch;
   shape is is linearly readable from the first step (R^2 0.36-0.61 across colours at
   initialisation, about 0 with 8x8 patches), and a frame is 2 tokens instead of 17.
 
-``bench/bench_synthetic.py`` runs the same pipeline on a longer schedule.
+``--long`` runs the same pipeline on the longer schedule of ``bench/RESULTS.md`` (section
+"Synthetic temporal benchmark"; at most 30 minutes on 2 cores), without the zero-shot split,
+into ``output/bench_synthetic``.
 
 Speed on a 2-core CPU: two DataLoader workers decode the mp4 files, and the runs are
 started with ``OMP_WAIT_POLICY=PASSIVE`` unless the caller set it: with OpenMP's default
@@ -53,11 +56,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.builders import MODEL_ARGS
+from metrics import METRIC_HEADER, format_table, metric_cells
+from synthetic.generate import META_FILE
 
 logger = logging.getLogger("demo")
 
 REPO = Path(__file__).resolve().parent.parent
 HEADERS = ("seqTransf", "meanP")
+DATATYPE = "synthetic"
 
 # A small CLIP trained from scratch: 32 px frames as one 32x32 patch, width 128, 3 layers
 # per tower, 2 heads, OpenAI's vocabulary (so the real tokenizer is used unchanged).
@@ -87,12 +93,13 @@ class Schedule:
 
 
 DEMO = Schedule()
+LONG = Schedule(seq_epochs=40, meanp_epochs=14)
 
 
 # ---------------------------------------------------------------------------- data
 def data_is_ready(data_dir: Path, seed: int, num_train: int, num_test: int) -> bool:
     """The folder already holds a complete dataset generated with these settings."""
-    meta_path = data_dir / "synthetic_meta.json"
+    meta_path = data_dir / META_FILE
     if not meta_path.is_file():
         return False
     config = json.loads(meta_path.read_text()).get("config", {})
@@ -103,7 +110,7 @@ def data_is_ready(data_dir: Path, seed: int, num_train: int, num_test: int) -> b
 
 
 def generate_command(data_dir: Path, seed: int, num_train: int, num_test: int) -> list[str]:
-    return [sys.executable, "-m", "dataloaders.synthetic", "--out", str(data_dir), "--seed", str(seed),
+    return [sys.executable, "-m", "synthetic.generate", "--out", str(data_dir), "--seed", str(seed),
             "--num_train", str(num_train), "--num_test", str(num_test)]
 
 
@@ -120,9 +127,9 @@ def ensure_data(data_dir: Path, seed: int, num_train: int, num_test: int) -> Pat
 
 def data_args(data_dir: Path) -> list[str]:
     """Loader arguments from the dataset's ``synthetic_meta.json`` (``recommended`` block)."""
-    meta = json.loads((data_dir / "synthetic_meta.json").read_text())
+    meta = json.loads((data_dir / META_FILE).read_text())
     files, rec = meta["files"], meta["recommended"]
-    return ["--datatype", rec["datatype"], "--data_path", str(data_dir / files["data_path"]),
+    return ["--datatype", DATATYPE, "--data_path", str(data_dir / files["data_path"]),
             "--train_csv", str(data_dir / files["train_csv"]), "--val_csv", str(data_dir / files["val_csv"]),
             "--features_path", str(data_dir / files["features_path"]),
             "--feature_framerate", str(rec["feature_framerate"]), "--max_frames", str(rec["max_frames"]),
@@ -219,23 +226,21 @@ def _steps(out_dir: Path) -> int | None:
     return json.loads(lines[-1])["step"] if lines else 0
 
 
-def format_table(rows: dict[str, dict], steps: dict[str, int | None] | None = None) -> str:
+def results_table(rows: dict[str, dict], steps: dict[str, int | None] | None = None) -> str:
     """Markdown table: per row t2v and v2t R@1/5/10/MedR/MeanR (plain, not DSL), then the
     temporal report (R@1 of the direction-only and order-only queries, twin accuracy)."""
-    head = ("| head | steps | t2v R@1 | R@5 | R@10 | MedR | MeanR | v2t R@1 | R@5 | R@10 | MedR | MeanR "
-            "| direction R@1 | direction twin acc | order R@1 | order twin acc |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    header = ["head", "steps", *(f"{d} {c}" if c == "R@1" else c for d in ("t2v", "v2t") for c in METRIC_HEADER),
+              "direction R@1", "direction twin acc", "order R@1", "order twin acc"]
+    lines = []
     for name, res in rows.items():
         cells = [name, "" if not steps or steps.get(name) is None else str(steps[name])]
-        for direction in ("t2v", "v2t"):
-            m = res["plain"][direction]
-            cells += [f"{m['R1']:.1f}", f"{m['R5']:.1f}", f"{m['R10']:.1f}", f"{m['MedR']:g}", f"{m['MeanR']:.1f}"]
+        cells += metric_cells(res["plain"]["t2v"]) + metric_cells(res["plain"]["v2t"])
         temporal = res.get("temporal")
         for kind in ("direction", "order"):
             t = temporal[kind] if temporal else None
             cells += [f"{t['R1']:.1f}", f"{t['twin_acc']:.1f}"] if t else ["n/a", "n/a"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return format_table(header, lines, markdown=True)
 
 
 def describe_split(res: dict) -> str:
@@ -287,11 +292,11 @@ def report(summary: dict, out_root: Path, data_dir: Path) -> str:
     results, zs = summary["results"], summary["zeroshot"]
     first = next(iter(results.values()))
     parts = [f"Held-out test split ({data_dir}): {describe_split(first)}",
-             format_table(results, summary["steps"])]
+             results_table(results, summary["steps"])]
     if zs:
         zs_first = next(iter(zs.values()))
         parts += ["", f"Zero-shot on a second split generated with another seed: {describe_split(zs_first)}",
-                  format_table(zs)]
+                  results_table(zs)]
     parts += ["", "R@K in percent, plain similarity (the DSL numbers are in each results JSON). A head that",
               "averages frames (meanP) scores a clip and its twin alike: twin accuracy 50, and the twin",
               "queries' R@1 (ties count as misses) near 0.", "",
@@ -319,18 +324,30 @@ def checkpoint_model_args(path: Path) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """``--long`` switches the defaults to the benchmark schedule (:data:`LONG`)."""
+    preset = argparse.ArgumentParser(add_help=False)
+    preset.add_argument("--long", action="store_true",
+                        help="the benchmark schedule: 40 seqTransf and 14 meanP epochs, no zero-shot split")
+    long = preset.parse_known_args(argv)[0].long
+    schedule = LONG if long else DEMO
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[preset])
     p.add_argument("--data", default="data/synthetic", help="dataset folder (generated when missing)")
-    p.add_argument("--out", default="output/demo", help="runs go to <out>/<head>/")
-    p.add_argument("--seq_epochs", type=int, default=DEMO.seq_epochs)
-    p.add_argument("--meanp_epochs", type=int, default=DEMO.meanp_epochs)
-    p.add_argument("--num_train", type=int, default=DEMO.num_train)
-    p.add_argument("--num_test", type=int, default=DEMO.num_test)
-    p.add_argument("--workers", type=int, default=DEMO.workers, help="DataLoader decoding processes")
-    p.add_argument("--no_zeroshot", action="store_true", help="skip the zero-shot evaluation on a second split")
+    p.add_argument("--out", default="output/bench_synthetic" if long else "output/demo", help="runs go to <out>/<head>/")
+    p.add_argument("--seq_epochs", type=int, default=schedule.seq_epochs)
+    p.add_argument("--meanp_epochs", type=int, default=schedule.meanp_epochs)
+    p.add_argument("--num_train", type=int, default=schedule.num_train)
+    p.add_argument("--num_test", type=int, default=schedule.num_test)
+    p.add_argument("--workers", type=int, default=schedule.workers, help="DataLoader decoding processes")
+    p.add_argument("--no_zeroshot", action="store_true", default=long,
+                   help="skip the zero-shot evaluation on a second split")
     p.add_argument("--table", nargs="+", metavar="RUN_DIR", help="only print the table of finished runs")
     p.add_argument("--model_args", metavar="CHECKPOINT", help="only print the model arguments a checkpoint was trained with")
     return p.parse_args(argv)
+
+
+def seconds_per_step(summary: dict) -> dict[str, float]:
+    """Wall time per optimizer step of each training run (its evaluations included)."""
+    return {h: summary["seconds"][h] / summary["steps"][h] for h in summary["results"] if summary["steps"][h]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.table:
         rows = {Path(d).name: load_results(Path(d)) for d in args.table}
-        print(format_table(rows, {Path(d).name: _steps(Path(d)) for d in args.table}))
+        print(results_table(rows, {Path(d).name: _steps(Path(d)) for d in args.table}))
         return 0
     schedule = Schedule(num_train=args.num_train, num_test=args.num_test, seq_epochs=args.seq_epochs,
                         meanp_epochs=args.meanp_epochs, workers=args.workers)
@@ -350,7 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.time()
     summary = run_pipeline(data_dir, out_root, schedule, zeroshot=not args.no_zeroshot)
     summary["seconds"]["total"] = time.time() - start
+    summary["seconds_per_step"] = per_step = seconds_per_step(summary)
     text = report(summary, out_root, data_dir)
+    text += "\n\nSeconds per optimizer step (whole run, evaluations included): " + ", ".join(
+        f"{h} {s:.2f}" for h, s in per_step.items())
+    out_root.mkdir(parents=True, exist_ok=True)
     (out_root / "table.md").write_text(text + "\n")
     (out_root / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print("\n" + text + f"\n  this table: {out_root / 'table.md'}; everything: {out_root / 'summary.json'}")

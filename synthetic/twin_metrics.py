@@ -1,4 +1,4 @@
-"""Temporal query groups and twin metrics of the synthetic benchmark (``dataloaders.synthetic``).
+"""Temporal query groups and twin metrics of the synthetic benchmark (:mod:`synthetic.generate`).
 
 Conventions. ``sim`` is the text-to-video score matrix of the synthetic test split: row i
 is caption i of the test csv (the caption of video ``meta["test_video_ids"][i]``); columns
@@ -14,13 +14,20 @@ the loader's own video order if it differs).
 - ``temporal_recall_at_1``: R@1 (percent) of those queries against the whole test gallery,
   counting a tie with another video as a miss (an order-blind model ties with the twin;
   the usual "1 + number of strictly higher scores" rank would hand it the hit).
+
+:class:`TemporalReport` is what :mod:`synthetic.dataset` attaches to an evaluation split
+(the split's ``report`` hook): the engine calls it with the score matrix and logs its
+``format``; the results JSON gets the ``"temporal"`` section.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+from metrics import format_table
 
 KINDS = ("direction", "order")
 
@@ -98,3 +105,31 @@ def temporal_report(sim, meta: dict, video_ids: Sequence[str] | None = None, rto
             "twin_acc": 100.0 * twin_accuracy(sim, meta, kind, video_ids, rtol),
         }
     return report
+
+
+@dataclass(frozen=True)
+class TemporalReport:
+    """The temporal twins report of one loaded split (a ``RetrievalSplit.report`` hook).
+
+    ``meta`` needs only ``test_video_ids`` and ``twin_pairs["test"]``; ``video_ids`` are the
+    split's columns, ``caption_video_ids`` the video of each of its rows. A split that is not
+    the meta file's test split (another ``--val_csv``, videos dropped) gets no report.
+    """
+
+    meta: dict
+    video_ids: tuple[str, ...]
+    caption_video_ids: tuple[str, ...]
+    name: str = "temporal"
+
+    def __call__(self, sim: np.ndarray) -> dict | None:
+        test_ids = list(self.meta["test_video_ids"])
+        if list(self.caption_video_ids) != test_ids or sorted(self.video_ids) != sorted(test_ids):
+            return None
+        return temporal_report(sim, self.meta, video_ids=list(self.video_ids))
+
+    @staticmethod
+    def format(report: dict) -> str:
+        rows = [[f"temporal twins {kind}", r["queries"], f"{r['R1']:.2f}", f"{r['twin_acc']:.2f}"]
+                for kind, r in report.items()]
+        table = format_table(["", "queries", "R@1", "twin accuracy"], rows)
+        return table + "\n(an order-blind model scores twin accuracy 50 and R@1 0 on these queries)"

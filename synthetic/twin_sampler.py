@@ -5,7 +5,8 @@ and leaves direction and order at chance: a random batch almost never holds two 
 differ only in time. ``TwinBatchSampler`` builds every batch from twin pairs: the first
 half of a batch holds one clip of each pair, the second half their twins, in the same
 order, so each item's twin is in the batch as a negative. It is an option of the training
-sampler for the synthetic dataset; real datasets have no twins and keep random batches.
+sampler for the synthetic dataset (``--twin_batches``, attached to the train split by
+:mod:`synthetic.dataset`); real datasets have no twins and keep random batches.
 
 Distributed: each of ``num_replicas`` ranks gets its own ``batch_size`` items per step,
 the ranks' batches of one step are disjoint, every rank yields the same number of
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch.distributed as dist
 from torch.utils.data import Sampler
 
 
@@ -30,8 +32,6 @@ def twin_pairs_from_meta(meta: dict, split: str = "train") -> list[tuple[str, st
 
 def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if num_replicas is None or rank is None:
-        import torch.distributed as dist
-
         ready = dist.is_available() and dist.is_initialized()
         num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if ready else 1)
         rank = rank if rank is not None else (dist.get_rank() if ready else 0)

@@ -1,1 +1,0 @@
-"""The built-in demo: the synthetic temporal benchmark, trained from scratch on CPU."""
