@@ -28,10 +28,20 @@ What it does, and how it differs from the published script:
   readers would have to guess frame counts. Loaders that walk ``features_path``
   (ActivityNet, LSMDC) match on the stem. Two inputs that would map to one output are
   both reported as failures.
-* Resumable: an existing output is skipped when it opens, is H.264 with the target short
-  side and frame rate, and its first frame decodes. Atomic: ffmpeg writes
-  ``.<name>.partial`` in the output folder, which is renamed on success; a killed run
-  leaves at most such temporaries, overwritten by the next run.
+* Resumable: an output is skipped only when it is proven complete: the manifest
+  ``<output_root>/.compress_video_manifest.jsonl`` (:mod:`preprocess.output_manifest`) has a
+  line for it written after it was finished, and source (size, mtime), settings and output
+  (size, SHA-256) still match that line. Anything else is redone, including a file that
+  merely exists at the output name (truncated by another tool, an older run or a crash).
+  Atomic: ffmpeg writes ``.<name>.partial`` in the output folder, which is checked (opens,
+  H.264, target short side and frame rate, first frame decodes) and renamed on success; a
+  killed run leaves at most such temporaries, overwritten by the next run.
+* Interrupts: SIGINT (Ctrl-C) or SIGTERM stops at once: queued videos are not started,
+  running ffmpeg processes are killed and their temporaries deleted, the summary is printed,
+  and the exit status is 130 (SIGINT) or 143 (SIGTERM). ffmpeg runs in its own session, so a
+  Ctrl-C in the terminal reaches only this script (an ffmpeg that stopped on its own at
+  Ctrl-C would leave a short but valid-looking video). On Linux each ffmpeg also gets
+  SIGKILL when this process dies (``PR_SET_PDEATHSIG``), so ``kill -9`` leaves no orphans.
 * Failures are collected, printed with ffmpeg's message at the end, and the exit status
   is 1 (the published script ignores ffmpeg's status and copies the original file in).
 * ffmpeg: ``ffmpeg`` on PATH, else the binary of the ``imageio-ffmpeg`` package. Always
@@ -44,15 +54,21 @@ What it does, and how it differs from the published script:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from preprocess.output_manifest import OutputManifest
 
 logger = logging.getLogger("compress_video")
 
@@ -71,6 +87,9 @@ CONTAINERS: dict[str, tuple[str | None, str]] = {
     ".mpeg": (".mp4", "mp4"),
 }
 STDERR_TAIL = 800  # characters of ffmpeg's message kept for the failure summary
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+POLL_S = 0.2  # the main thread wakes this often so a signal's handler runs soon
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,10 @@ class Settings:
     crf: int = 23
     preset: str = "medium"
     threads: int = 1
+
+    def output_defining(self) -> dict:
+        """What the manifest compares: the settings that change the output (not ``threads``)."""
+        return {k: v for k, v in asdict(self).items() if k != "threads"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +119,7 @@ class Job:
 @dataclass(frozen=True)
 class Outcome:
     job: Job
-    status: str  # "done" | "skipped" | "failed"
+    status: str  # "done" | "skipped" | "failed" | "interrupted"
     message: str = ""
 
 
@@ -206,19 +229,81 @@ def output_is_done(path: Path, settings: Settings) -> bool:
         return False
 
 
-def compress_one(ffmpeg: str, job: Job, settings: Settings) -> Outcome:
-    if output_is_done(job.dst, settings):
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when the thread that started it
+    ends (Linux): with ``kill -9`` on this script no ffmpeg runs on. None elsewhere. The thread
+    waits for its ffmpeg, so it never ends first on its own."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+
+    return preexec
+
+
+class FfmpegProcesses:
+    """The running ffmpeg processes of one run. :meth:`stop` (from a signal handler) kills them
+    and keeps any more from starting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # taken by workers around start and by stop(), never held long
+        self._running: set[subprocess.Popen] = set()
+        self.stopped_by: int | None = None
+
+    def run(self, cmd: list[str]) -> subprocess.CompletedProcess | None:
+        """Run ``cmd`` to its end; None when stopped before it could start."""
+        with self._lock:
+            if self.stopped_by is not None:
+                return None
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
+            self._running.add(proc)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+    def stop(self, signum: int) -> None:
+        if self.stopped_by is not None:  # a second signal while stopping
+            return
+        self.stopped_by = signum
+        with self._lock:
+            for proc in self._running:
+                proc.kill()
+
+
+def compress_one(ffmpeg: str, job: Job, settings: Settings, manifest: OutputManifest, processes: FfmpegProcesses) -> Outcome:
+    if processes.stopped_by is not None:
+        return Outcome(job, "interrupted")
+    if manifest.is_done(job.src, job.dst, settings.output_defining()):
         return Outcome(job, "skipped")
     job.dst.parent.mkdir(parents=True, exist_ok=True)
     job.tmp.unlink(missing_ok=True)
     try:
         cmd = ffmpeg_command(ffmpeg, job, settings, input_frame_rate(job.src))
-        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        result = processes.run(cmd)
+        if result is None or (result.returncode != 0 and processes.stopped_by is not None):
+            return Outcome(job, "interrupted")
         if result.returncode != 0:
             return Outcome(job, "failed", f"ffmpeg exit {result.returncode}: {_tail(result.stderr)}")
         if not output_is_done(job.tmp, settings):
             return Outcome(job, "failed", f"ffmpeg wrote no usable video {_tail(result.stderr)}".strip())
         os.replace(job.tmp, job.dst)
+        manifest.record(job.src, job.dst, settings.output_defining())
         return Outcome(job, "done")
     except OSError as err:
         return Outcome(job, "failed", f"{type(err).__name__}: {err}")
@@ -231,30 +316,55 @@ def _tail(text: str) -> str:
     return text if len(text) <= STDERR_TAIL else "..." + text[-STDERR_TAIL:]
 
 
-def run(jobs: Sequence[Job], settings: Settings, num_workers: int, ffmpeg: str) -> list[Outcome]:
+@contextlib.contextmanager
+def signals_stop(processes: FfmpegProcesses) -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM call ``processes.stop`` instead of raising in the middle
+    of the pool (a KeyboardInterrupt there leaves the pool working through its queue).
+    Only the main thread can install handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, lambda signum, _frame: processes.stop(signum)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run(
+    jobs: Sequence[Job], settings: Settings, num_workers: int, ffmpeg: str, manifest: OutputManifest, processes: FfmpegProcesses
+) -> list[Outcome]:
+    """Every job's outcome; after ``processes.stop`` the rest come back "interrupted" at once."""
     from tqdm import tqdm
 
-    outcomes = []
     with ThreadPoolExecutor(max_workers=num_workers) as pool, tqdm(total=len(jobs), unit="video") as bar:
-        futures = [pool.submit(compress_one, ffmpeg, job, settings) for job in jobs]
-        for future in as_completed(futures):
-            outcomes.append(future.result())
-            bar.update(1)
-    return outcomes
+        futures = [pool.submit(compress_one, ffmpeg, job, settings, manifest, processes) for job in jobs]
+        pending = set(futures)
+        while pending:
+            # a timeout, not a plain wait: the main thread must wake up to run a signal's handler
+            finished, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            bar.update(len(finished))
+    return [future.result() for future in futures]
 
 
-def summarize(outcomes: Sequence[Outcome]) -> int:
-    """Log the counts and every failure; the process exit status (1 when any failed)."""
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+def summarize(outcomes: Sequence[Outcome], stopped_by: int | None = None) -> int:
+    """Log the counts and every failure; the process exit status (128 + the signal when
+    interrupted, else 1 when any failed)."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed", "interrupted")}
     logger.info(
-        "%d videos: %d compressed, %d already done, %d failed",
+        "%d videos: %d compressed, %d already done, %d failed, %d not done (interrupted)",
         len(outcomes),
         counts["done"],
         counts["skipped"],
         counts["failed"],
+        counts["interrupted"],
     )
     for outcome in sorted((o for o in outcomes if o.status == "failed"), key=lambda o: str(o.job.src)):
         logger.error("FAILED %s: %s", outcome.job.src, outcome.message)
+    if stopped_by is not None:
+        logger.error("stopped by %s: rerun the same command to finish", signal.Signals(stopped_by).name)
+        return 128 + stopped_by
     return 1 if counts["failed"] else 0
 
 
@@ -286,7 +396,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ffmpeg = find_ffmpeg()
     jobs, failures = plan_jobs(args.input_root, args.output_root)
     logger.info("%d videos under %s; ffmpeg: %s", len(jobs) + len(failures), args.input_root, ffmpeg)
-    return summarize(failures + run(jobs, settings, args.num_workers, ffmpeg))
+    manifest = OutputManifest(args.output_root.resolve(), args.input_root.resolve())
+    manifest.compact()
+    processes = FfmpegProcesses()
+    with signals_stop(processes):
+        outcomes = run(jobs, settings, args.num_workers, ffmpeg, manifest, processes)
+    return summarize(failures + outcomes, processes.stopped_by)
 
 
 if __name__ == "__main__":

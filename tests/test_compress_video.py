@@ -18,6 +18,7 @@ import av
 import pytest
 
 from preprocess import compress_video as cv
+from preprocess.output_manifest import MANIFEST_NAME, OutputManifest
 from tests import video_fixtures as vf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_exit_status_and_failure_summary(compressed):
 def test_layout_names_and_no_shell(compressed):
     base, _ = compressed
     out = base / "out"
-    produced = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    produced = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
     assert produced == sorted(EXPECTED_OUT)
     assert not list(base.rglob("pwned")) and not (ROOT / "pwned").exists()
 
@@ -187,10 +188,14 @@ def test_resumes_after_kill_and_leftovers(videos, tmp_path):
     out.mkdir(exist_ok=True)
     (out / ".v4.mp4.partial").write_bytes(b"\x00" * 1000)
     (out / "v5.mp4").write_bytes(b"junk")
-    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("v*.mp4") if cv.output_is_done(p, cv.Settings())}
+    manifest = OutputManifest(out.resolve(), src.resolve())
+    settings = cv.Settings(preset="ultrafast").output_defining()
+    proven = [p for p in out.glob("v*.mp4") if manifest.is_done(src.resolve() / p.name, p.resolve(), settings)]
+    assert out / "v0.mp4" in proven
+    finished = {p.name: p.stat().st_mtime_ns for p in proven}
     assert cv.main(args) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"v{i}.mp4" for i in range(6)]  # all there, no temporaries
+    assert names == [MANIFEST_NAME, *(f"v{i}.mp4" for i in range(6))]  # all there, no temporaries
     for i in range(6):
         assert cv.output_is_done(out / f"v{i}.mp4", cv.Settings())
     for name, mtime in finished.items():
@@ -262,3 +267,181 @@ def test_compressed_and_raw_sampling_agree(compressed, videos):
     raw, _ = read_frames_uint8(videos["h264_2997"], sampling=sampling)
     small, _ = read_frames_uint8(base / "out" / "a b" / "c'd" / HOSTILE, sampling=sampling)
     assert [vf.read_code(f) for f in small] == [vf.read_code(f) for f in raw] == list(range(0, 300, 30))
+
+
+# ----------------------------------------------------------------------------- proven-complete outputs
+def _copies(videos, tmp_path: Path, count: int, *extra: str) -> tuple[Path, Path, list[str]]:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(count):
+        shutil.copy(videos["h264_2997"], src / f"v{i}.mp4")
+    return src, out, ["--input_root", str(src), "--output_root", str(out), "--preset", "ultrafast", *extra]
+
+
+def _truncate(path: Path) -> None:
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    # what the old rule took for a finished output: the index is up front, the first frames decode
+    assert cv.output_is_done(path, cv.Settings())
+
+
+def _drop_manifest_line(out: Path, src_name: str) -> None:
+    manifest = out / MANIFEST_NAME
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(line for line in lines if f'"src": "{src_name}"' not in line))
+
+
+def _touch_source(src: Path) -> None:
+    stat = src.stat()
+    os.utime(src, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+DAMAGE = {
+    "truncated after a finished run": lambda src, out: _truncate(out / "v0.mp4"),
+    "truncated, never recorded (another tool, an older run)": lambda src, out: (
+        _drop_manifest_line(out, "v0.mp4"),
+        _truncate(out / "v0.mp4"),
+    ),
+    "source changed since": lambda src, out: _touch_source(src / "v0.mp4"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_output_not_proven_complete_is_redone(videos, tmp_path, damage):
+    src, out, args = _copies(videos, tmp_path, 2, "--num_workers", "1")
+    assert cv.main(args) == 0
+    untouched = (out / "v1.mp4").stat().st_mtime_ns
+    DAMAGE[damage](src, out)
+    assert cv.main(args) == 0
+    assert len(_probe(out / "v0.mp4")["frames"]) == 30  # 10 s at 3 fps: whole again
+    assert (out / "v1.mp4").stat().st_mtime_ns == untouched  # proven complete: skipped
+    redone = (out / "v0.mp4").stat().st_mtime_ns
+    assert cv.main(args) == 0  # and now both are proven complete
+    assert [(out / f"v{i}.mp4").stat().st_mtime_ns for i in range(2)] == [redone, untouched]
+
+
+def test_other_settings_redo_the_output(videos, tmp_path):
+    src, out, args = _copies(videos, tmp_path, 1)
+    assert cv.main(args) == 0
+    assert cv.main([*args, "--crf", "30"]) == 0
+    assert cv.main([*args, "--crf", "30"]) == 0
+    lines = (out / MANIFEST_NAME).read_text().splitlines()
+    assert len(lines) == 1 and '"crf": 30' in lines[0]  # superseded line dropped at the third start
+
+
+def test_manifest_survives_a_torn_last_line(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name in ("a", "b"):
+        (src / f"{name}.mp4").write_bytes(b"source " + name.encode())
+        (out / f"{name}.mp4").write_bytes(b"output " + name.encode())
+    settings = cv.Settings().output_defining()
+    manifest = OutputManifest(out, src)
+    manifest.record(src / "a.mp4", out / "a.mp4", settings)
+    with open(out / MANIFEST_NAME, "a") as handle:
+        handle.write('{"src": "b.mp4", "src_si')  # a crash while appending
+    reread = OutputManifest(out, src)
+    assert reread.is_done(src / "a.mp4", out / "a.mp4", settings)
+    assert not reread.is_done(src / "b.mp4", out / "b.mp4", settings)
+    reread.compact()
+    reread.record(src / "b.mp4", out / "b.mp4", settings)  # not glued onto the torn line
+    final = OutputManifest(out, src)
+    assert all(final.is_done(src / f"{n}.mp4", out / f"{n}.mp4", settings) for n in ("a", "b"))
+    (out / "b.mp4").write_bytes(b"output B")  # same size, other bytes
+    assert not final.is_done(src / "b.mp4", out / "b.mp4", settings)
+
+
+# ----------------------------------------------------------------------------- interrupts
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, PR_SET_PDEATHSIG")
+
+
+def _endless_ffmpeg(tmp_path: Path) -> dict[str, str]:
+    """An environment whose ``ffmpeg`` is the real one reading its input in a loop at real-time
+    speed: it never finishes on its own, so every video is "slow" for as long as a test needs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ffmpeg"
+    wrapper.write_text(f'#!/bin/sh\nexec "{cv.find_ffmpeg()}" -re -stream_loop -1 "$@"\n')
+    wrapper.chmod(0o755)
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _proc_stat(pid: int) -> tuple[str, str, int] | None:
+    """(command name, state, parent pid) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+    return name, rest[0], int(rest[1])
+
+
+def _alive(pid: int) -> bool:
+    """An ffmpeg process with this pid runs (a zombie waits only for its parent to read its status)."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0].startswith("ffmpeg") and stat[1] not in ("Z", "X")
+
+
+def _ffmpeg_children(parent: int) -> list[int]:
+    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    stats = ((pid, _proc_stat(pid)) for pid in pids)
+    return [pid for pid, st in stats if st and st[0].startswith("ffmpeg") and st[2] == parent and st[1] != "Z"]
+
+
+def _start_and_wait_for_ffmpeg(videos, tmp_path: Path) -> tuple[subprocess.Popen, list[int], Path, Path]:
+    """compress_video on 4 endless videos with 2 workers, once both ffmpeg processes run and
+    have opened their temporaries."""
+    src, out, args = _copies(videos, tmp_path, 4, "--num_workers", "2")
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "preprocess.compress_video", *args],
+            env=_endless_ffmpeg(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        children = _ffmpeg_children(proc.pid)
+        if len(children) == 2 and len(list(out.glob(".*.partial"))) == 2:
+            return proc, children, out, log
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"no two running ffmpeg processes with temporaries: {log.read_text()}")
+
+
+@linux_only
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_at_once_and_leaves_nothing(videos, tmp_path, signum):
+    proc, children, out, log = _start_and_wait_for_ffmpeg(videos, tmp_path)
+    try:
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == 128 + signum
+    finally:
+        proc.kill()
+        for pid in children:  # never leave a test's ffmpeg running, whatever happened
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    stderr = log.read_text()
+    assert not [pid for pid in children if _alive(pid)]
+    assert sorted(p.name for p in out.iterdir()) == []  # no partial, no output, no manifest line
+    assert "4 videos: 0 compressed, 0 already done, 0 failed, 4 not done (interrupted)" in stderr
+    assert f"stopped by {signal.Signals(signum).name}" in stderr and "Traceback" not in stderr
+
+
+@linux_only
+def test_sigkill_of_the_parent_leaves_no_ffmpeg_running(videos, tmp_path):
+    proc, children, _, _ = _start_and_wait_for_ffmpeg(videos, tmp_path)
+    try:
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+            time.sleep(0.01)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
