@@ -223,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     info = distributed.init_distributed(args.device, args.local_rank)
     try:
         run(args, info)
-    finally:
-        distributed.cleanup()
+    except BaseException:
+        distributed.cleanup(wait_for_peers=False)  # peers may never reach a barrier
+        raise
+    distributed.cleanup()
     return 0
 
 

@@ -96,9 +96,17 @@ def gather_rows(tensor: torch.Tensor) -> list[torch.Tensor]:
     return [bucket[: int(n.item())] for bucket, n in zip(buckets, sizes)]
 
 
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(wait_for_peers: bool = True) -> None:
+    """Leave the process group. After a normal run every rank first waits for all the others
+    (a barrier): a rank that destroys its group and exits while a peer is still busy (writing
+    results, in a last collective) makes the peer's gloo abort the process
+    (``terminate called without an active exception``). After an error, ``wait_for_peers=False``:
+    the peers may never reach the barrier, and a launcher ends the job when one rank fails."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait_for_peers and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def worker_context(num_workers: int):

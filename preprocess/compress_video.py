@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -63,7 +62,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,7 +87,6 @@ CONTAINERS: dict[str, tuple[str | None, str]] = {
 }
 STDERR_TAIL = 800  # characters of ffmpeg's message kept for the failure summary
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_S = 0.2  # the main thread wakes this often so a signal's handler runs soon
 
 
@@ -229,21 +227,25 @@ def output_is_done(path: Path, settings: Settings) -> bool:
         return False
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel SIGKILL the child when the thread that started it
-    ends (Linux): with ``kill -9`` on this script no ffmpeg runs on. None elsewhere. The thread
-    waits for its ffmpeg, so it never ends first on its own."""
+# Run as `python -c` between fork and ffmpeg: ask the kernel for SIGKILL when the thread that
+# started us ends, give up if that already happened, then become ffmpeg (exec keeps the pid and
+# the parent-death signal). Not a preexec_fn: Python code in a child forked from this threaded
+# process can deadlock (seen: a PyAV scaler freed by the fork's thread clean-up hung for ever).
+_EXEC_WITH_PARENT_DEATH_SIGNAL = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def dying_with_this_process(cmd: list[str]) -> list[str]:
+    """``cmd`` started so that it gets SIGKILL when this process dies, even by ``kill -9`` (Linux;
+    the thread that starts it must wait for it, so it never ends first). Unchanged elsewhere."""
     if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before prctl
-            os._exit(1)
-
-    return preexec
+        return cmd
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PARENT_DEATH_SIGNAL, str(os.getpid()), *cmd]
 
 
 class FfmpegProcesses:
@@ -261,13 +263,12 @@ class FfmpegProcesses:
             if self.stopped_by is not None:
                 return None
             proc = subprocess.Popen(
-                cmd,
+                dying_with_this_process(cmd),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                start_new_session=True,  # a Ctrl-C in the terminal reaches only this script
             )
             self._running.add(proc)
         try:

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from engine.distributed import cleanup
 from engine.evaluation import dual_softmax_rerank
 from modules.losses import AllGather, CrossEn, all_gather_with_grad, local_contrastive_loss, world_info
 
@@ -152,8 +153,10 @@ def _worker(rank: int, store: str, out: str) -> None:
             results[i] = (loss / WORLD, grads)
         if rank == 0:
             torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        cleanup(wait_for_peers=False)
+        raise
+    cleanup()  # barrier first: rank 1 must not tear down while rank 0 still writes (gloo SIGABRT)
 
 
 def test_two_gloo_ranks_match_one_process_on_the_whole_batch():
