@@ -180,7 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--mergeweight", type=float, default=0.5)
     iv.add_argument("--interaction", default="no", choices=INTERACTIONS, help="DRL token-wise interaction")
     iv.add_argument("--wti_arch", type=int, default=0)
+    iv.add_argument("--cdcr", type=int, default=0, choices=[0, 1, 2, 3],
+                    help="DRL's channel decorrelation loss with --interaction wti/ti (3 needs wti)")
     _flag(iv, "--use_dsl", "accepted for InternVideo scripts: DSL metrics are always reported beside the plain ones")
+
+    protocol = p.add_argument_group(
+        "protocol", "the published runs' behaviour by default; each flag selects this project's alternative")
+    protocol.add_argument("--freeze_rule", default="published", choices=["published", "symmetric"],
+                          help="--freeze_layer_num: CLIP4Clip/InternVideo's name test (freezes InternVideo's "
+                               "visual_proj, visual_ln_post, temporal_cls_token, balance; nothing with 3d) "
+                               "or embeddings + blocks below N of both towers")
+    protocol.add_argument("--evl_mlp_dropout", type=float, default=0.0,
+                          help="dropout in InternVideo's temporal decoder MLP (training only)")
+    protocol.add_argument("--clip_weights", default="auto", choices=["auto", "fp16", "fp32"],
+                          help="CLIP matrices in fp16 as CLIP4Clip trains them; auto: fp16 for the stock tower "
+                               "on CUDA with --precision fp32, else fp32")
+    _flag(protocol, "--evl_ignore_frame_mask", "InternVideo's encoder encodes padded zero frames (published); "
+          "false drops them from its temporal module")
+    p.set_defaults(evl_ignore_frame_mask=True)
+    protocol.add_argument("--evl_tokens", default="published", choices=["published", "frames"],
+                          help="--interaction with --clip_evl: published (wti: per-frame tokens, ti: the clip "
+                               "vector, unprojected text tokens) or frames (per-frame tokens, projected text)")
 
     run_args = p.add_argument_group("run")
     run_args.add_argument("--output_dir", required=True)
@@ -207,6 +227,13 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> arg
         parser.error("--clip_evl needs --max_words 77 (its text tower's positions are fixed at 77)")
     if args.interaction == "wti" and args.wti_arch not in (1, 2, 3):
         parser.error("--interaction wti needs --wti_arch 1, 2 or 3")
+    if args.cdcr and (args.interaction == "no" or (args.cdcr == 3 and args.interaction != "wti")):
+        parser.error(f"--cdcr {args.cdcr} needs --interaction {'wti' if args.cdcr == 3 else 'wti or ti'}")
+    if args.clip_weights == "fp16" and args.clip_evl:
+        parser.error("--clip_weights fp16 is the stock tower's published precision; --clip_evl trains in fp32")
+    if args.clip_weights == "fp16" and args.precision == "fp16":
+        parser.error("--clip_weights fp16 with --precision fp16: the gradient scaler cannot unscale fp16 "
+                     "gradients; use one of them")
     if args.clip_config:
         text = args.clip_config
         args.clip_config = json.loads(open(text).read() if not text.lstrip().startswith("{") else text)

@@ -9,6 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 import dataloaders
@@ -17,7 +18,7 @@ from dataloaders.video_reader import FrameSampling
 from engine import run_folder
 from engine.distributed import DistInfo
 from engine.training import TrainState
-from modules.factory import CLIPSource, InternVideoSpec, ModelSpec, create_model
+from modules.factory import CLIPSource, InternVideoSpec, ModelSpec, create_model, resolve_clip_weights
 from modules.modeling import RetrievalConfig
 from modules.optimization import build_optimizer
 from modules.tokenization_clip import get_tokenizer
@@ -87,12 +88,24 @@ def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
         cross_num_hidden_layers=args.cross_num_hidden_layers, frame_norm=args.frame_norm,
         interaction=args.interaction, wti_arch=args.wti_arch, freeze_layer_num=args.freeze_layer_num,
         grad_checkpointing=args.grad_checkpointing, mask_same_video_negatives=args.mask_same_video_negatives,
+        freeze_rule=args.freeze_rule, evl_ignore_frame_mask=args.evl_ignore_frame_mask, evl_tokens=args.evl_tokens,
+        cdcr=args.cdcr,
     )
     internvideo = InternVideoSpec(pretrained_path=args.pretrained_path, mergeclip=args.mergeclip,
-                                  mergeweight=args.mergeweight, t_size=args.max_frames) if args.clip_evl else None
+                                  mergeweight=args.mergeweight, t_size=args.max_frames,
+                                  mlp_dropout=args.evl_mlp_dropout) if args.clip_evl else None
+    clip_weights = resolve_clip_weights(args.clip_weights, bool(args.clip_evl), run_device_type(args), args.precision)
     return ModelSpec(clip=CLIPSource(name=args.pretrained_clip_name, config=args.clip_config,
                                      cache_dir=args.clip_cache_dir),
-                     head=head, init_model=args.init_model, internvideo=internvideo, seed=args.seed)
+                     head=head, init_model=args.init_model, internvideo=internvideo, seed=args.seed,
+                     clip_weights=clip_weights)
+
+
+def run_device_type(args: argparse.Namespace) -> str:
+    """'cuda' or 'cpu': where this run's model will live (`--device`, else a GPU when there is one)."""
+    if args.device:
+        return torch.device(args.device).type
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build_model(args: argparse.Namespace):
@@ -108,7 +121,8 @@ def build_model(args: argparse.Namespace):
 # Arguments that define the model (and the inputs it was trained on): evaluating or resuming
 # a checkpoint needs the same values.
 MODEL_ARGS = ("sim_header", "linear_patch", "cross_num_hidden_layers", "clip_evl", "interaction", "wti_arch",
-              "max_frames", "max_words", "clip_config", "frame_norm", "freeze_layer_num")
+              "max_frames", "max_words", "clip_config", "frame_norm", "freeze_layer_num", "freeze_rule",
+              "evl_tokens", "evl_ignore_frame_mask")
 # A resumed run must also agree on the data and the optimisation it continues.
 RESUME_ARGS = ("datatype", *MODEL_ARGS, "batch_size", "gradient_accumulation_steps", "epochs", "lr", "coef_lr")
 

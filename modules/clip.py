@@ -147,7 +147,8 @@ class VisionTransformer(nn.Module):
                 raise ValueError("linear_patch='3d' needs video_frame, the number of frames per video")
             _, channels, height, width = x.shape
             clips = x.reshape(-1, video_frame, channels, height, width).permute(0, 2, 1, 3, 4)
-            x = self.conv2(clips).permute(0, 2, 1, 3, 4)  # [B, T, width, g, g]
+            # conv2 is a Conv3d, which fp16 weights (`convert_weights_to_fp16`) leave in fp32
+            x = self.conv2(clips.to(self.conv2.weight.dtype)).to(x.dtype).permute(0, 2, 1, 3, 4)  # [B, T, width, g, g]
             x = x.reshape(-1, *x.shape[2:])
         else:
             x = self.conv1(x)
@@ -217,13 +218,14 @@ class TextTower(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.visual.conv1.weight.dtype
 
-    def encode_text(self, text: torch.Tensor, return_hidden: bool = False):
+    def encode_text(self, text: torch.Tensor, return_hidden: bool = False, project_hidden: bool = True):
         """Token ids [N, L] -> [N, embed_dim], the projected state at the end token.
 
         The end token has the largest id (49407), so `argmax` finds it. With
         `return_hidden`, also returns every token's projected state [N, L, embed_dim]
-        (the per-token features of token-wise interaction). The attention is causal, so
-        padding after the end token never changes the result.
+        (the per-token features of token-wise interaction; with `project_hidden=False` the
+        `ln_final` states before `text_projection`, what InternVideo's encoder returned). The
+        attention is causal, so padding after the end token never changes the result.
         """
         length = text.shape[1]
         if length > self.context_length:
@@ -233,7 +235,7 @@ class TextTower(nn.Module):
         eot = text.argmax(dim=-1)
         pooled = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
         if return_hidden:
-            return pooled, x @ self.text_projection
+            return pooled, (x @ self.text_projection if project_hidden else x)
         return pooled
 
 
@@ -256,6 +258,36 @@ class CLIP(TextTower):
     def encode_image(self, image: torch.Tensor, video_frame: int = -1) -> torch.Tensor:
         """[N, 3, H, W] -> [N, embed_dim] (projected CLS token)."""
         return self.visual(image, video_frame=video_frame)
+
+
+# ----------------------------------------------------------------------------- fp16 weights
+def convert_weights_to_fp16(model: nn.Module) -> list[str]:
+    """Cast CLIP's matrices to fp16 in place, as OpenAI's `convert_weights` does and as
+    CLIP4Clip and InternVideo's stock tower train them: weights and biases of Conv1d/Conv2d/
+    Linear layers, the attention in/out projections, and the `text_projection` / `proj`
+    parameters. Embeddings, LayerNorms, `logit_scale` and Conv3d (CLIP4Clip's conv2) stay
+    fp32. Returns the names of the parameters cast (relative to `model`)."""
+    cast: list[str] = []
+
+    def to_half(prefix: str, param: torch.Tensor | None, name: str) -> None:
+        if param is not None and param.dtype != torch.float16:
+            param.data = param.data.half()
+            cast.append(prefix + name)
+
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            to_half(prefix, module.weight, "weight")
+            to_half(prefix, module.bias, "bias")
+        if isinstance(module, nn.MultiheadAttention):
+            for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
+                         "bias_k", "bias_v"):
+                to_half(prefix, getattr(module, attr, None), attr)
+        for attr in ("text_projection", "proj"):
+            value = getattr(module, attr, None)
+            if isinstance(value, nn.Parameter):
+                to_half(prefix, value, attr)
+    return cast
 
 
 # ----------------------------------------------------------------------------- building

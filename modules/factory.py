@@ -9,7 +9,8 @@ folder (`spec_from_checkpoint`: our checkpoints store `spec.to_dict()` in meta.j
 
 Which CLIP wins, in order: a random configuration; the fine-tuned weights' own `clip.*`
 tensors (so evaluating a checkpoint needs no other file); the released CLIP named by
-`clip.name`. Freezing (`head.freeze_layer_num`) happens once, when the model is built.
+`clip.name`. Freezing (`head.freeze_layer_num`, `head.freeze_rule`) happens once, when the
+model is built; `clip_weights='fp16'` casts CLIP last, after any fine-tuned weights load.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from modules.clip import CLIP, CLIPConfig, resolve_clip_checkpoint
+from modules.clip import CLIP, CLIPConfig, convert_weights_to_fp16, resolve_clip_checkpoint
 from modules.internvideo_checkpoint import load_internvideo_model
 from modules.modeling import CLIP4Clip, RetrievalConfig, load_clip4clip_state_dict
 from modules.video_encoder_evl import InternVideoCLIP, evl_config_from_state_dict
@@ -48,21 +49,38 @@ class CLIPSource:
 @dataclass(frozen=True)
 class InternVideoSpec:
     """InternVideo's video encoder (`--clip_evl`): its checkpoint (None: start from CLIP alone),
-    `--mergeclip` / `--mergeweight`, and the frames per clip (`--max_frames`)."""
+    `--mergeclip` / `--mergeweight`, the frames per clip (`--max_frames`) and the dropout in
+    its temporal decoder's MLP (`--evl_mlp_dropout`, published 0.0)."""
 
     pretrained_path: str | None = None
     mergeclip: bool = False
     mergeweight: float = 0.5
     t_size: int = 8
+    mlp_dropout: float = 0.0
+
+
+CLIP_WEIGHTS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """clip_weights: 'fp16' casts CLIP's matrices to fp16 as CLIP4Clip trains them
+    (`modules.clip.convert_weights_to_fp16`; stock tower only), 'fp32' keeps them fp32. The
+    command line's 'auto' is resolved before the spec (`resolve_clip_weights`)."""
+
     clip: CLIPSource
     head: RetrievalConfig
     init_model: str | None = None
     internvideo: InternVideoSpec | None = None
     seed: int = 42
+    clip_weights: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.clip_weights not in CLIP_WEIGHTS:
+            raise ValueError(f"clip_weights must be one of {', '.join(CLIP_WEIGHTS)}; got {self.clip_weights!r}")
+        if self.clip_weights == "fp16" and self.internvideo is not None:
+            raise ValueError("clip_weights='fp16' is the stock tower's published precision; InternVideo's "
+                             "encoder (--clip_evl) trains in fp32 as published")
 
     def to_dict(self) -> dict:
         """JSON-safe: plain strings, numbers, booleans, lists and dicts."""
@@ -72,7 +90,7 @@ class ModelSpec:
             "clip": clip, "head": asdict(self.head),
             "init_model": None if self.init_model is None else str(self.init_model),
             "internvideo": None if self.internvideo is None else asdict(self.internvideo),
-            "seed": int(self.seed),
+            "seed": int(self.seed), "clip_weights": self.clip_weights,
         }
 
     @classmethod
@@ -81,7 +99,19 @@ class ModelSpec:
         return cls(clip=CLIPSource(**d["clip"]), head=RetrievalConfig(**d["head"]),
                    init_model=d.get("init_model"),
                    internvideo=None if internvideo is None else InternVideoSpec(**internvideo),
-                   seed=int(d.get("seed", 42)))
+                   seed=int(d.get("seed", 42)), clip_weights=d.get("clip_weights", "fp32"))
+
+
+def resolve_clip_weights(choice: str, clip_evl: bool, device_type: str, precision: str = "fp32") -> str:
+    """`--clip_weights auto|fp16|fp32` -> 'fp16' or 'fp32'. auto is the published precision
+    where the published code could run it: fp16 for the stock tower on CUDA with fp32
+    autocast settings; fp32 for InternVideo's encoder (published `.float()`), on CPU (the
+    published code needs a GPU) and under `--precision fp16/bf16` (autocast takes over)."""
+    if choice in CLIP_WEIGHTS:
+        return choice
+    if choice != "auto":
+        raise ValueError(f"clip_weights must be auto, fp16 or fp32; got {choice!r}")
+    return "fp16" if not clip_evl and device_type == "cuda" and precision == "fp32" else "fp32"
 
 
 def spec_from_checkpoint(folder: str | os.PathLike) -> ModelSpec:
@@ -114,10 +144,11 @@ def clip_state_dict_for(source: CLIPSource, finetuned: dict[str, torch.Tensor] |
 def _evl_clip(spec: ModelSpec, finetuned: dict[str, torch.Tensor] | None) -> InternVideoCLIP:
     internvideo = spec.internvideo
     if finetuned is not None:  # the fine-tuned weights replace everything: skip the merge
-        return InternVideoCLIP(evl_config_from_state_dict(clip_subdict(finetuned), t_size=internvideo.t_size))
+        return InternVideoCLIP(evl_config_from_state_dict(clip_subdict(finetuned), t_size=internvideo.t_size,
+                                                          mlp_dropout=internvideo.mlp_dropout))
     return load_internvideo_model(internvideo.pretrained_path, clip_state_dict_for(spec.clip, None),
                                   t_size=internvideo.t_size, mergeclip=internvideo.mergeclip,
-                                  mergeweight=internvideo.mergeweight)
+                                  mergeweight=internvideo.mergeweight, mlp_dropout=internvideo.mlp_dropout)
 
 
 def spread_frame_positions(model: CLIP4Clip, seed: int) -> None:
@@ -150,6 +181,12 @@ def create_model(spec: ModelSpec) -> CLIP4Clip:
     if finetuned is not None:
         load_clip4clip_state_dict(model, finetuned, source=str(spec.init_model))
         logger.info("loaded fine-tuned weights from %s", spec.init_model)
+    if spec.clip_weights == "fp16":
+        cast = convert_weights_to_fp16(model.clip)
+        logger.info("CLIP weights in fp16 as CLIP4Clip trains them (%d tensors; --clip_weights fp32 keeps fp32)",
+                    len(cast))
+    else:
+        logger.info("CLIP weights in fp32")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("model: %s, %.1fM parameters (%.1fM trainable)", spec.head,
                 sum(p.numel() for p in model.parameters()) / 1e6, trainable / 1e6)

@@ -99,12 +99,22 @@ def ti_similarity(text_tokens: torch.Tensor, text_mask: torch.Tensor, video_fram
     return _score(text_tokens, text_mask, video_frames, video_mask, text_w, video_w, max_elements)
 
 
+def wti_weights(text_tokens: torch.Tensor, text_mask: torch.Tensor, video_frames: torch.Tensor,
+                video_mask: torch.Tensor, text_weight_fc: nn.Module,
+                video_weight_fc: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """wti's per-position weights: softmax over the real positions of the fcs' outputs on the
+    unnormalised features -> ([Nt, L], [Nv, T])."""
+    text_mask = _bool_mask(text_mask, text_tokens.shape[:2], "text_mask")
+    video_mask = _bool_mask(video_mask, video_frames.shape[:2], "video_mask")
+    return (_masked_softmax(text_weight_fc(text_tokens).squeeze(-1), text_mask),
+            _masked_softmax(video_weight_fc(video_frames).squeeze(-1), video_mask))
+
+
 def wti_similarity(text_tokens: torch.Tensor, text_mask: torch.Tensor, video_frames: torch.Tensor,
                    video_mask: torch.Tensor, text_weight_fc: nn.Module, video_weight_fc: nn.Module,
                    max_elements: int = 1 << 26) -> torch.Tensor:
     """Weighted token-wise interaction (DRL's wti); weights from the fcs on unnormalised features."""
+    text_w, video_w = wti_weights(text_tokens, text_mask, video_frames, video_mask, text_weight_fc, video_weight_fc)
     text_mask = _bool_mask(text_mask, text_tokens.shape[:2], "text_mask")
     video_mask = _bool_mask(video_mask, video_frames.shape[:2], "video_mask")
-    text_w = _masked_softmax(text_weight_fc(text_tokens).squeeze(-1), text_mask)
-    video_w = _masked_softmax(video_weight_fc(video_frames).squeeze(-1), video_mask)
     return _score(text_tokens, text_mask, video_frames, video_mask, text_w, video_w, max_elements)

@@ -25,8 +25,10 @@ What the published loader (`clip_evl.load` + `build_model`) does, and what we do
     merged. We keep that key coverage so published numbers reproduce; `merge_clip_weights`
     returns the merged keys and they are logged. Mismatched shapes (a CLIP of another size)
     are an error here; the published code crashed inside `load_state_dict`.
-  * Loading is strict (the published code used `strict=False` and printed the result): one
-    error lists every missing, unexpected and mis-shaped key. `strict=False` downgrades
+  * Pretraining heads beside `clip.` (a caption decoder, ...) are dropped with one log line
+    (`only_clip_weights`), as the published non-strict load ignored them.
+  * The `clip.` weights load strictly (the published code used `strict=False` and printed the
+    result): one error lists every missing, unexpected and mis-shaped key. `strict=False` downgrades
     missing/unexpected keys to a warning; wrong shapes are always an error.
   * The published temporal-position-embedding interpolation is not ported: the "only global"
     model has no such parameter, so it was a no-op there.
@@ -76,7 +78,22 @@ def read_internvideo_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tens
     if not path.is_file():
         raise FileNotFoundError(f"InternVideo checkpoint not found: {path} (--pretrained_path)")
     obj = load_torch_file(path, "a weights-only checkpoint", stub_objects=True)
-    return normalize_internvideo_keys(unwrap_state_dict(obj, str(path)))
+    return normalize_internvideo_keys(only_clip_weights(unwrap_state_dict(obj, str(path)), str(path)))
+
+
+def only_clip_weights(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The `clip.` weights of a pretraining checkpoint; the rest (caption decoder and other
+    pretraining heads) is dropped and logged, as the published non-strict load ignored it.
+    A state dict with no `clip.` key at all is taken whole (loaded strictly)."""
+    unwrapped = strip_prefixes(state_dict, ("module.",))
+    if not any(k.startswith("clip.") for k in unwrapped):
+        return state_dict
+    dropped = sorted(k for k in unwrapped if not k.startswith("clip."))
+    if dropped:
+        heads = sorted({k.split(".")[0] for k in dropped})
+        logger.info("%s: ignoring %d tensors outside clip. (%s), as the published loader did",
+                    source, len(dropped), ", ".join(heads[:10]) + (" ..." if len(heads) > 10 else ""))
+    return {k: v for k, v in unwrapped.items() if k.startswith("clip.")}
 
 
 def _plain_clip(clip_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -155,7 +172,7 @@ def load_evl_state_dict(model: InternVideoCLIP, state_dict: dict[str, torch.Tens
 def load_internvideo_model(pretrained_path: str | os.PathLike | None,
                            clip_state_dict: dict[str, torch.Tensor] | None = None,
                            t_size: int = 8, mergeclip: bool = False, mergeweight: float = 0.5,
-                           strict: bool = True) -> InternVideoCLIP:
+                           strict: bool = True, mlp_dropout: float = 0.0) -> InternVideoCLIP:
     """Build InternVideo's model from its checkpoint (sizes from its shapes) and load it.
 
     pretrained_path: InternVideo's checkpoint (`--pretrained_path`), or None to start from
@@ -163,14 +180,15 @@ def load_internvideo_model(pretrained_path: str | os.PathLike | None,
     clip_state_dict: OpenAI CLIP weights (e.g. `modules.clip.load_clip_state_dict(path)`);
         needed for `mergeclip` and when `pretrained_path` is None.
     t_size: frames per clip (`--max_frames`). mergeclip / mergeweight: see the module doc.
+    mlp_dropout: dropout in the temporal decoder's MLP (`--evl_mlp_dropout`; published 0.0).
     Returns an fp32 `InternVideoCLIP` in training mode.
     """
     if pretrained_path is None:
-        return _model_from_clip(clip_state_dict, t_size, mergeclip)
+        return _model_from_clip(clip_state_dict, t_size, mergeclip, mlp_dropout)
     source = str(pretrained_path)
     state_dict = read_internvideo_checkpoint(pretrained_path)
     try:
-        config = evl_config_from_state_dict(state_dict, t_size=t_size)
+        config = evl_config_from_state_dict(state_dict, t_size=t_size, mlp_dropout=mlp_dropout)
     except KeyError as err:
         raise CheckpointError(f"{source}: missing key {err} needed to infer InternVideo's architecture "
                               "(is this an InternVideo clip_evl checkpoint?)") from None
@@ -189,13 +207,14 @@ def load_internvideo_model(pretrained_path: str | os.PathLike | None,
 
 
 def _model_from_clip(clip_state_dict: dict[str, torch.Tensor] | None, t_size: int,
-                     mergeclip: bool) -> InternVideoCLIP:
+                     mergeclip: bool, mlp_dropout: float = 0.0) -> InternVideoCLIP:
     if clip_state_dict is None:
         raise ValueError("the InternVideo model needs --pretrained_path or a CLIP state dict to start from")
     if mergeclip:
         logger.warning("--mergeclip ignored: there is no InternVideo checkpoint to merge CLIP into")
     state_dict = normalize_internvideo_keys(clip_state_dict)
-    model = InternVideoCLIP(evl_config_from_clip(config_from_state_dict(_plain_clip(clip_state_dict)), t_size))
+    model = InternVideoCLIP(evl_config_from_clip(config_from_state_dict(_plain_clip(clip_state_dict)), t_size,
+                                                 mlp_dropout=mlp_dropout))
     state_dict = inflate_to_shapes(state_dict, {k: v.shape for k, v in model.state_dict().items()})
     logger.warning("no InternVideo checkpoint: starting from CLIP, temporal module freshly initialised")
     load_evl_state_dict(model, state_dict, "CLIP state dict", strict=True, allowed_missing=EVL_ONLY_PREFIXES)

@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from modules import interaction
+from modules.cdcr import CDCR_LAMBDA, CDCR_VARIANTS, cdcr_loss
 from modules.clip import build_clip
 from modules.losses import all_gather_with_grad, local_contrastive_loss, world_info
 from modules.module_cross import CrossModel, MaskedTransformer, init_bert_style
@@ -47,6 +48,8 @@ from modules.weights import clip_subdict, load_state_dict_strict, strip_prefixes
 logger = logging.getLogger(__name__)
 
 SIM_HEADERS = ("meanP", "seqLSTM", "seqTransf", "tightTransf")
+FREEZE_RULES = ("published", "symmetric")
+EVL_TOKENS = ("published", "frames")
 FRAME_NORMS = ("none", "l2")
 INTERACTIONS = ("no", "wti", "ti")
 LINEAR_PATCHES = ("2d", "3d")
@@ -63,6 +66,19 @@ class RetrievalConfig:
     (L2-normalise every frame first). freeze_layer_num: -1 freezes nothing; N >= 0 freezes
     the CLIP embeddings and the residual blocks below N in both towers.
     cross_pair_chunk: (text, video) pairs per cross-encoder pass for tightTransf.
+
+    Published behaviour by default, the project's alternative one field away (README table):
+    freeze_rule: 'published' is CLIP4Clip's / InternVideo's name test (`published_frozen`),
+    'symmetric' freezes only embeddings and blocks below N in both towers (`symmetric_frozen`).
+    evl_ignore_frame_mask: InternVideo's encoder ignores the frame mask, so padded zero frames
+    are encoded (True, published); False drops them from the temporal module.
+    evl_tokens: the token features of `--interaction wti|ti` with InternVideo's encoder.
+    'published': wti compares the per-frame tokens (`visual_ln_post(frame CLS) @ visual_proj`,
+    with the frame mask) and ti the clip vector with the *unprojected* text tokens (ln_final
+    outputs), as InternVideo's code does; 'frames': per-frame tokens for both, projected text
+    tokens (both sides in the joint space).
+    cdcr: DRL's channel decorrelation regulariser (0 off, 1-3 its variants; `modules/cdcr.py`),
+    training only, with wti/ti (variant 3 needs wti's token weights).
     """
 
     sim_header: str = "meanP"
@@ -77,12 +93,24 @@ class RetrievalConfig:
     cross_dropout: float = 0.1
     cross_pair_chunk: int = 1024
     mask_same_video_negatives: bool = False
+    freeze_rule: str = "published"
+    evl_ignore_frame_mask: bool = True
+    evl_tokens: str = "published"
+    cdcr: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("sim_header", self.sim_header, SIM_HEADERS)
         _check_choice("frame_norm", self.frame_norm, FRAME_NORMS)
         _check_choice("interaction", self.interaction, INTERACTIONS)
         _check_choice("linear_patch", self.linear_patch, LINEAR_PATCHES)
+        _check_choice("freeze_rule", self.freeze_rule, FREEZE_RULES)
+        _check_choice("evl_tokens", self.evl_tokens, EVL_TOKENS)
+        if self.cdcr not in CDCR_VARIANTS:
+            raise ValueError(f"cdcr must be one of {CDCR_VARIANTS}, got {self.cdcr}")
+        if self.cdcr and self.interaction == "no":
+            raise ValueError("cdcr regularises the token-wise interaction: it needs interaction wti or ti")
+        if self.cdcr == 3 and self.interaction != "wti":
+            raise ValueError("cdcr=3 weights by wti's token weights: it needs interaction wti")
         tight = self.sim_header == "tightTransf"
         if tight and self.interaction != "no":
             raise ValueError("interaction wti/ti replaces the dot-product similarity; it cannot "
@@ -167,6 +195,9 @@ class CLIP4Clip(nn.Module):
         if header != "meanP" and embed_dim != width:
             raise ValueError(f"sim_header={header} runs on frame features of size {embed_dim} with "
                              f"weights from the text transformer of width {width}; they must be equal")
+        if self.unprojected_text_tokens and embed_dim != width:
+            raise ValueError(f"evl_tokens='published' compares unprojected text tokens (width {width}) with "
+                             f"projected frame tokens ({embed_dim}); they must be equal (use evl_tokens='frames')")
         layers = config.cross_num_hidden_layers
         if header in ("seqLSTM", "seqTransf"):
             self.frame_position_embeddings = nn.Embedding(context, width)
@@ -181,10 +212,10 @@ class CLIP4Clip(nn.Module):
         self._init_heads()
         if config.interaction != "no":
             self._make_weight_fcs(embed_dim)
-        if config.linear_patch == "3d":
-            clip.visual.conv1.weight.requires_grad_(False)  # conv2 replaces it
         self.set_grad_checkpointing(config.grad_checkpointing)
         self.freeze_clip_layers(config.freeze_layer_num)
+        if config.linear_patch == "3d":
+            clip.visual.conv1.weight.requires_grad_(False)  # unused with conv2, under either rule
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -238,17 +269,27 @@ class CLIP4Clip(nn.Module):
                 transformer.grad_checkpointing = enabled
 
     def freeze_clip_layers(self, freeze_layer_num: int) -> list[str]:
-        """CLIP4Clip's `--freeze_layer_num N`; returns the frozen parameter names.
+        """`--freeze_layer_num N` under `config.freeze_rule`; returns the frozen parameter names.
 
-        N = -1 freezes nothing. N >= 0 freezes in `self.clip` the embeddings (token and
-        positional embeddings; patch conv1, class and positional embeddings and ln_pre of the
-        vision tower; InternVideo's unused text_mask_embedding) and the residual blocks with
-        index < N of both towers. Everything else trains: later blocks, ln_final,
-        text_projection, visual.ln_post / visual.proj (visual_ln_post / visual_proj for
-        InternVideo, which its name test froze by mistake), the 3-D conv2, InternVideo's
-        temporal module, logit_scale.
+        N = -1 freezes nothing. 'published' (`published_frozen`): CLIP4Clip's / InternVideo's
+        name test, which on InternVideo's model also freezes visual_proj, visual_ln_post,
+        temporal_cls_token and balance, and with linear_patch='3d' freezes nothing.
+        'symmetric' (`symmetric_frozen`): the embeddings and the blocks below N of both
+        towers; projections, final norms, conv2 and the temporal module train.
         """
-        return ["clip." + name for name in freeze_clip(self.clip, freeze_layer_num)]
+        frozen = freeze_clip(self.clip, freeze_layer_num, self.config.freeze_rule, self.config.linear_patch)
+        return ["clip." + name for name in frozen]
+
+    @property
+    def unprojected_text_tokens(self) -> bool:
+        """InternVideo's token-wise interaction read its text tokens before text_projection."""
+        return self.clip_evl and self.config.interaction != "no" and self.config.evl_tokens == "published"
+
+    @property
+    def evl_frame_tokens(self) -> bool:
+        """Token-wise interaction on InternVideo's per-frame tokens (else its one clip vector)."""
+        return self.clip_evl and (self.config.interaction == "wti" or
+                                  (self.config.interaction == "ti" and self.config.evl_tokens == "frames"))
 
     # ------------------------------------------------------------------ encoders
     @property
@@ -262,7 +303,8 @@ class CLIP4Clip(nn.Module):
         input_ids = input_ids.reshape(-1, input_ids.shape[-1])
         mask = torch.ones_like(input_ids) if input_mask is None else input_mask.reshape(input_ids.shape)
         if self.uses_tokens:
-            text, tokens = self.clip.encode_text(input_ids, return_hidden=True)
+            text, tokens = self.clip.encode_text(input_ids, return_hidden=True,
+                                                 project_hidden=not self.unprojected_text_tokens)
             return {"text": text.float(), "tokens": tokens.float(), "mask": mask}
         return {"text": self.clip.encode_text(input_ids).float(), "mask": mask}
 
@@ -274,8 +316,7 @@ class CLIP4Clip(nn.Module):
             raise ValueError(f"encode_video expects video [N, T, 3, H, W] and mask [N, T]; got "
                              f"{tuple(video.shape)} and {tuple(video_mask.shape)}")
         if self.clip_evl:
-            frames = self.clip.encode_video(video, video_mask).float()[:, None, :]
-            mask = torch.ones(frames.shape[:2], dtype=video_mask.dtype, device=frames.device)
+            frames, mask = self._encode_evl(video, video_mask)
         else:
             frames, mask = self._encode_frames(video, video_mask), video_mask
         frames = self._temporal_head(frames, mask)
@@ -284,6 +325,16 @@ class CLIP4Clip(nn.Module):
         if self.config.sim_header != "tightTransf":
             out["video"] = mean_pool(frames, mask, self.config.frame_norm)
         return out
+
+    def _encode_evl(self, video: torch.Tensor, video_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """InternVideo's encoder: its clip vector as one frame [N, 1, E] (mask of ones), or its
+        per-frame tokens [N, T, E] with the frame mask for token-wise interaction (wti)."""
+        encoder_mask = None if self.config.evl_ignore_frame_mask else video_mask
+        if self.evl_frame_tokens:
+            _, frames = self.clip.encode_video(video, encoder_mask, return_frames=True)
+            return frames.float(), video_mask
+        frames = self.clip.encode_video(video, encoder_mask).float()[:, None, :]
+        return frames, torch.ones(frames.shape[:2], dtype=video_mask.dtype, device=frames.device)
 
     def _encode_frames(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-frame CLIP features [N, T, E]; padded slots are zeros."""
@@ -385,34 +436,85 @@ class CLIP4Clip(nn.Module):
                 raise ValueError("mask_same_video_negatives needs video_ids")
             local_ids = video_ids.reshape(-1).to(rows.device)
             all_ids = all_gather_with_grad(local_ids)
-        return local_contrastive_loss(rows, cols, rank * b, local_ids, all_ids)
+        loss = local_contrastive_loss(rows, cols, rank * b, local_ids, all_ids)
+        if self.config.cdcr:
+            loss = loss + CDCR_LAMBDA * self._cdcr(text_feats, video_feats)
+        return loss
+
+    def _cdcr(self, text_feats: dict[str, torch.Tensor], video_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """DRL's decorrelation term on the global batch (every rank computes the same value;
+        the gather's backward sums over ranks, so DDP's mean gives the full gradient)."""
+        text = all_gather_with_grad(text_feats["tokens"])
+        text_mask = all_gather_with_grad(text_feats["mask"])
+        frames = all_gather_with_grad(video_feats["frames"])
+        video_mask = all_gather_with_grad(video_feats["mask"])
+        text_w = video_w = None
+        if self.config.cdcr == 3:
+            text_w, video_w = interaction.wti_weights(text, text_mask, frames, video_mask,
+                                                      self.text_weight_fc, self.video_weight_fc)
+        return cdcr_loss(text, text_mask, frames, video_mask, self.config.cdcr, text_w, video_w)
 
 
 # ----------------------------------------------------------------------------- freezing
 _EMBEDDING_PREFIXES = ("token_embedding.", "positional_embedding", "text_mask_embedding", "visual.conv1.",
                        "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.")
 _BLOCK_PREFIXES = ("transformer.resblocks.", "visual.transformer.resblocks.")
+# CLIP4Clip's "top layers always need to train", matched at the start of the name. InternVideo
+# renamed visual.proj / visual.ln_post to visual_proj / visual_ln_post, which these miss.
+_PUBLISHED_ALWAYS_TRAINED = ("ln_final.", "text_projection", "logit_scale", "visual.ln_post.", "visual.proj")
 
 
-def _frozen_by_layer_num(name: str, n: int) -> bool:
+def _block_index(name: str) -> int | None:
     for prefix in _BLOCK_PREFIXES:
         if name.startswith(prefix):
-            return int(name[len(prefix):].split(".")[0]) < n
-    return name.startswith(_EMBEDDING_PREFIXES)
+            return int(name[len(prefix):].split(".")[0])
+    return None
 
 
-def freeze_clip(clip: nn.Module, freeze_layer_num: int) -> list[str]:
-    """`--freeze_layer_num N` on a CLIP or InternVideo model (see `CLIP4Clip.freeze_clip_layers`);
-    returns the names it froze."""
+def symmetric_frozen(name: str, n: int, linear_patch: str = "2d") -> bool:
+    """Our rule: embeddings and the residual blocks below N of both towers are frozen."""
+    block = _block_index(name)
+    return block < n if block is not None else name.startswith(_EMBEDDING_PREFIXES)
+
+
+def published_frozen(name: str, n: int, linear_patch: str = "2d") -> bool:
+    """CLIP4Clip's name test, with InternVideo's exception for its temporal module.
+
+    Trains: names starting with a top-layer prefix, blocks >= N, names containing `.dpe.` or
+    `.dec.`; everything else in the CLIP is frozen. With linear_patch='3d' CLIP4Clip's
+    `name.find("conv2.")` is truthy for every name not starting with `conv2.`, so nothing is.
+    """
+    if name.startswith(_PUBLISHED_ALWAYS_TRAINED):
+        return False
+    block = _block_index(name)
+    if block is not None and block >= n:
+        return False
+    if ".dpe." in name or ".dec." in name:
+        return False
+    return not (linear_patch == "3d" and not name.startswith("conv2."))
+
+
+FREEZE_TESTS = {"published": published_frozen, "symmetric": symmetric_frozen}
+
+
+def freeze_clip(clip: nn.Module, freeze_layer_num: int, rule: str = "published", linear_patch: str = "2d") -> list[str]:
+    """`--freeze_layer_num N` on a CLIP or InternVideo model under `rule` (see
+    `CLIP4Clip.freeze_clip_layers`); returns the names it froze."""
     if freeze_layer_num < -1:
         raise ValueError(f"freeze_layer_num must be >= -1, got {freeze_layer_num}")
+    _check_choice("freeze_rule", rule, FREEZE_RULES)
+    if freeze_layer_num < 0:
+        return []
+    frozen_by = FREEZE_TESTS[rule]
     frozen = []
     for name, param in clip.named_parameters():
-        if freeze_layer_num >= 0 and _frozen_by_layer_num(name, freeze_layer_num):
+        if frozen_by(name, freeze_layer_num, linear_patch):
             param.requires_grad_(False)
             frozen.append(name)
-    if freeze_layer_num >= 0:
-        logger.info("freeze_layer_num=%d froze %d CLIP tensors", freeze_layer_num, len(frozen))
+    logger.info("freeze_layer_num=%d (%s rule) froze %d CLIP tensors", freeze_layer_num, rule, len(frozen))
+    if rule == "published" and linear_patch == "3d":
+        logger.warning("freeze_layer_num with linear_patch 3d: the published rule freezes nothing "
+                       "(CLIP4Clip's conv2 test); --freeze_rule symmetric freezes as documented")
     return frozen
 
 

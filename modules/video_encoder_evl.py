@@ -22,12 +22,11 @@ load with no missing or unexpected keys (`modules/internvideo_checkpoint.py`).
 Differences from the published code (InternVideo1 Video-Text-Retrieval, `modules/clip_evl`):
   * Short clips. The published loader zero-pads clips shorter than `max_frames`, and the
     zero frames go through the temporal module (the frame mask is ignored), so a clip's
-    feature depends on `max_frames`. We sample exactly `t_size` frames spread over every clip
-    (`FrameSampling(fixed_frames=True)` in the video reader, repeating frames of short clips),
-    so the mask is all ones. If a mask with padded slots is passed anyway, padded frames are
-    zeroed before `dpe` (exactly what the conv's own zero padding does at the clip's end),
-    removed from the decoder's keys and from the CLS mean: the result equals running the
-    real frames alone.
+    feature depends on `max_frames`. The retrieval model reproduces that by default
+    (`RetrievalConfig.evl_ignore_frame_mask`: no mask reaches this encoder). If a mask with
+    padded slots is passed, padded frames are zeroed before `dpe` (exactly what the conv's
+    own zero padding does at the clip's end), removed from the decoder's keys and from the
+    CLS mean: the result equals running the real frames alone.
   * `t_size` only records the expected frame count. The published code reshapes with a
     hard-wired T = t_size; here T is read off the input. No parameter depends on T.
   * Text of any length up to the context length (the published tower requires exactly 77).
@@ -35,10 +34,10 @@ Differences from the published code (InternVideo1 Video-Text-Retrieval, `modules
     DRL path compared unprojected text tokens with projected video tokens.
   * Gradient checkpointing is a flag (`set_grad_checkpointing`), off by default; the
     published model always checkpoints every ViT block.
-  * Freezing (`CLIP4Clip.freeze_clip_layers`) treats both towers alike: embeddings and blocks
-    below N frozen, the projections, final norms and the temporal module trainable. The published rule froze
-    `visual_proj`, `visual_ln_post`, `temporal_cls_token` and `balance` (their names did not
-    match its keep-list) while `text_projection` trained.
+  * Freezing (`CLIP4Clip.freeze_clip_layers`): the published rule (default) freezes
+    `visual_proj`, `visual_ln_post`, `temporal_cls_token` and `balance` (their names do not
+    match its keep-list) while `text_projection` trains; `freeze_rule='symmetric'` treats
+    both towers alike (embeddings and blocks below N frozen, the rest trainable).
   * Batch-first tensors and `F.scaled_dot_product_attention` (numerically the same attention).
     The `mode='image'` and `return_all_feats` paths are not ported; `return_frames=True`
     gives the per-frame features (`visual_ln_post(frame CLS) @ visual_proj`) that DRL's
@@ -73,7 +72,10 @@ class EVLConfig(CLIPConfig):
     num_evl_layers: int = NUM_EVL_LAYERS
     return_list: tuple[int, ...] = field(default=())
     mlp_factor: float = 4.0
-    mlp_dropout: float = 0.5  # published default inside the decoder MLP (training only)
+    # Dropout inside the decoder MLP (training only). InternVideo's retrieval loader
+    # (`clip_evl.load`) passes 0.0; 0.5 is the default of its classification backbones.
+    # (Its `cls_dropout` belonged to a classification head that the retrieval model lacks.)
+    mlp_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         layers = self.resolved_return_list
@@ -89,13 +91,13 @@ class EVLConfig(CLIPConfig):
         return tuple(range(self.vision_layers - self.num_evl_layers, self.vision_layers))
 
 
-def evl_config_from_state_dict(state_dict: dict, t_size: int = 8) -> EVLConfig:
+def evl_config_from_state_dict(state_dict: dict, t_size: int = 8, mlp_dropout: float = 0.0) -> EVLConfig:
     """Read the sizes off an InternVideo-named state dict (after `visual_proj` renaming)."""
     if "visual_proj" not in state_dict:
         raise CheckpointError("not an InternVideo state dict: 'visual_proj' is missing")
     clip = config_from_state_dict({**state_dict, "visual.proj": state_dict["visual_proj"]})
     decoders = len({k.split(".")[3] for k in state_dict if k.startswith("visual.transformer.dec.")})
-    return EVLConfig(**asdict(clip), t_size=t_size, num_evl_layers=decoders or NUM_EVL_LAYERS)
+    return EVLConfig(**asdict(clip), t_size=t_size, num_evl_layers=decoders or NUM_EVL_LAYERS, mlp_dropout=mlp_dropout)
 
 
 def evl_config_from_clip(config: CLIPConfig, t_size: int = 8, **overrides) -> EVLConfig:
@@ -113,7 +115,7 @@ class TemporalDecoderLayer(nn.Module):
     identity on the query.
     """
 
-    def __init__(self, d_model: int, n_head: int, mlp_factor: float = 4.0, dropout: float = 0.5):
+    def __init__(self, d_model: int, n_head: int, mlp_factor: float = 4.0, dropout: float = 0.0):
         super().__init__()
         self.n_head = n_head
         self.attn = nn.MultiheadAttention(d_model, n_head)
@@ -161,7 +163,7 @@ class EVLTransformer(nn.Module):
     """CLIP ViT blocks plus the global temporal module (`dpe`, `dec`, query, `balance`)."""
 
     def __init__(self, width: int, layers: int, heads: int, return_list: tuple[int, ...],
-                 t_size: int = 8, mlp_factor: float = 4.0, mlp_dropout: float = 0.5):
+                 t_size: int = 8, mlp_factor: float = 4.0, mlp_dropout: float = 0.0):
         super().__init__()
         self.width = width
         self.layers = layers
@@ -230,7 +232,7 @@ class EVLVisionTransformer(nn.Module):
 
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int,
                  return_list: tuple[int, ...], t_size: int = 8, mlp_factor: float = 4.0,
-                 mlp_dropout: float = 0.5):
+                 mlp_dropout: float = 0.0):
         super().__init__()
         self.input_resolution = input_resolution
         self.patch_size = patch_size

@@ -480,8 +480,8 @@ def _trainable(model: nn.Module) -> set[str]:
 
 def test_freeze_rules_symmetric():
     model = tiny_model()
-    assert freeze_clip(model, -1) == [] and _trainable(model) == {n for n, _ in model.named_parameters()}
-    frozen = set(freeze_clip(model, 1))
+    assert freeze_clip(model, -1, "symmetric") == [] and _trainable(model) == {n for n, _ in model.named_parameters()}
+    frozen = set(freeze_clip(model, 1, "symmetric"))
     embeddings = {
         "token_embedding.weight",
         "positional_embedding",
@@ -514,7 +514,7 @@ def test_freeze_rules_symmetric():
 
 
 def test_freeze_through_the_retrieval_model():
-    wrapper = CLIP4Clip(RetrievalConfig(freeze_layer_num=-1), tiny_model())
+    wrapper = CLIP4Clip(RetrievalConfig(freeze_layer_num=-1, freeze_rule="symmetric"), tiny_model())
     frozen = wrapper.freeze_clip_layers(0)
     assert "clip.visual.conv1.weight" in frozen and "clip.token_embedding.weight" in frozen
     assert not any("resblocks" in n or n.startswith("head") for n in frozen)

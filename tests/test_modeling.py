@@ -190,22 +190,23 @@ def _trainable(model):
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_freeze_layer_num():
-    everything = _trainable(build(freeze_layer_num=-1))
-    frozen0 = everything - _trainable(build(freeze_layer_num=0))
+def test_freeze_layer_num_symmetric():
+    """Our rule (--freeze_rule symmetric); the published rule is tested in test_protocol_model."""
+    everything = _trainable(build(freeze_layer_num=-1, freeze_rule="symmetric"))
+    frozen0 = everything - _trainable(build(freeze_layer_num=0, freeze_rule="symmetric"))
     assert frozen0 == {"clip." + k for k in ("token_embedding.weight", "positional_embedding", "visual.conv1.weight",
                                              "visual.class_embedding", "visual.positional_embedding",
                                              "visual.ln_pre.weight", "visual.ln_pre.bias")}
-    frozen1 = everything - _trainable(build(freeze_layer_num=1))
+    frozen1 = everything - _trainable(build(freeze_layer_num=1, freeze_rule="symmetric"))
     blocks = frozen1 - frozen0
     assert blocks and all(".resblocks.0." in n for n in blocks)
     assert any(n.startswith("clip.visual.transformer.") for n in blocks)
     assert any(n.startswith("clip.transformer.") for n in blocks)
     for kept in ("clip.ln_final.weight", "clip.text_projection", "clip.logit_scale", "clip.visual.proj",
                  "clip.visual.ln_post.weight", "clip.transformer.resblocks.1.attn.in_proj_weight"):
-        assert kept in _trainable(build(freeze_layer_num=1))
+        assert kept in _trainable(build(freeze_layer_num=1, freeze_rule="symmetric"))
     # CLIP4Clip froze nothing at all with 3d; here conv2 trains, the rest as above, conv1 is unused.
-    trainable3d = _trainable(build(freeze_layer_num=1, linear_patch="3d"))
+    trainable3d = _trainable(build(freeze_layer_num=1, linear_patch="3d", freeze_rule="symmetric"))
     assert "clip.visual.conv2.weight" in trainable3d and "clip.visual.conv1.weight" not in trainable3d
     assert not (trainable3d & frozen1)
 
@@ -301,7 +302,7 @@ def test_from_clip4clip_state_dict_round_trip():
 def test_internvideo_encoder_through_the_hook():
     torch.manual_seed(0)
     config = evl.evl_config_from_clip(config_from_state_dict(tiny_clip_state_dict(0)), t_size=3)
-    model = CLIP4Clip(RetrievalConfig(freeze_layer_num=1), evl.InternVideoCLIP(config)).eval()
+    model = CLIP4Clip(RetrievalConfig(freeze_layer_num=1, freeze_rule="symmetric"), evl.InternVideoCLIP(config)).eval()
     gen = torch.Generator().manual_seed(10)
     video, mask = random_video(gen, [3, 3], 3)
     ids, ids_mask = random_captions(gen, [2, 4], 6)
