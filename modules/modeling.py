@@ -16,9 +16,7 @@ Differences from CLIP4Clip / InternVideo, on purpose:
   with `linear_patch='3d'` all frames are encoded (the temporal conv needs neighbours) but
   padded frames are zeroed first, which is what CLIP4Clip's loaders feed. Either way, padding
   never changes a result;
-- `--freeze_layer_num` with `linear_patch='3d'` keeps the new `conv2` trainable and freezes
-  the rest as documented (CLIP4Clip's test `name.find("conv2.")` is truthy for every name, so
-  nothing at all was frozen); with 3d, conv1 is unused and is never trained;
+- with 3d, conv1 is unused and never trained (under either freeze rule);
 - tightTransf trains against the global batch (CLIP4Clip scored only the local batch);
 - the temporal head's unused `frame_position_embeddings` under seqLSTM is kept (checkpoints
   have it) but does not require grad, so DDP needs no `find_unused_parameters`;
@@ -26,6 +24,12 @@ Differences from CLIP4Clip / InternVideo, on purpose:
   head (identical for meanP, the only head InternVideo's scripts use; InternVideo skips
   other heads there), and it is always scaled by exp(logit_scale) (InternVideo scales only
   in training, which matters only for dual softmax).
+
+Published behaviour kept by default, ours behind a `RetrievalConfig` field (issue 10):
+`freeze_rule` (CLIP4Clip's name test, which freezes nothing with 3d and freezes InternVideo's
+visual_proj / visual_ln_post / temporal_cls_token / balance), `evl_ignore_frame_mask`
+(InternVideo encodes the padded zero frames), `evl_tokens` (InternVideo's token-wise
+interaction: per-frame tokens for wti, the clip vector for ti, unprojected text tokens).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class RetrievalConfig:
     tightTransf); this is the one place that decides it, and the model reads only sim_header.
     frame_norm: 'none' is InternVideo's meanP (masked mean, then L2), 'l2' is CLIP4Clip's
     (L2-normalise every frame first). freeze_layer_num: -1 freezes nothing; N >= 0 freezes
-    the CLIP embeddings and the residual blocks below N in both towers.
+    CLIP parameters by `freeze_rule` (below).
     cross_pair_chunk: (text, video) pairs per cross-encoder pass for tightTransf.
 
     Published behaviour by default, the project's alternative one field away (README table):
