@@ -110,7 +110,11 @@ def run_device_type(args: argparse.Namespace) -> str:
 
 def build_model(args: argparse.Namespace):
     """`create_model` on the command line's spec, checked against the captions' length."""
-    model = create_model(model_spec_from_args(args))
+    spec = model_spec_from_args(args)
+    if args.clip_weights == "auto":
+        logger.info("--clip_weights auto: %s CLIP weights (published: fp16 for the stock tower on a GPU, fp32 for "
+                    "--clip_evl; fp32 on CPU, where the published code cannot run)", spec.clip_weights)
+    model = create_model(spec)
     context = model.clip.positional_embedding.shape[0]
     if args.max_words > context:
         raise ValueError(f"--max_words {args.max_words} exceeds the text tower's context length {context}")

@@ -92,7 +92,8 @@ def _args(tmp_path, extra: str, init_model=None):
     if not clip_file.exists():
         torch.save(tiny_clip_state_dict(seed=0), clip_file)
     argv = ["--do_eval", "--output_dir", str(tmp_path / "out"), "--pretrained_clip_name", str(clip_file),
-            "--max_frames", "4", "--max_words", "16", "--seed", "7"]
+            "--max_frames", "4", "--max_words", "16", "--seed", "7",
+            "--clip_weights", "fp32"]  # recorded in fp32; auto would pick fp16 on a CUDA machine
     argv += extra.format(config=json.dumps(TINY_CLIP_CONFIG, separators=(",", ":"))).split()
     if init_model is not None:
         argv += ["--init_model", str(init_model)]
