@@ -393,3 +393,20 @@ def test_cdcr_needs_token_interaction():
         RetrievalConfig(cdcr=1)
     with pytest.raises(ValueError, match="needs interaction wti"):
         RetrievalConfig(interaction="ti", cdcr=3)
+
+
+def test_fp16_clip_weights_through_a_whole_run(synthetic_data, tmp_path):
+    """The entry point trains one epoch with fp16 CLIP weights, evaluates and saves them as fp16."""
+    from safetensors.torch import load_file
+
+    from tests.engine_helpers import read_steps, tiny_run_args
+
+    out = tmp_path / "fp16"
+    main_task_retrieval.main(tiny_run_args(synthetic_data, out, "--do_train", "--epochs", "1", "--batch_size", "8",
+                                           "--batch_size_val", "18", "--lr", "1e-3", "--clip_weights", "fp16",
+                                           "--device", "cpu"))
+    steps = read_steps(out)
+    assert len(steps) == 3 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
+    weights = load_file(str(next(out.glob("checkpoints/*/model.safetensors"))))
+    assert weights["clip.visual.proj"].dtype == torch.float16
+    assert weights["clip.token_embedding.weight"].dtype == torch.float32
