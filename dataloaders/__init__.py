@@ -29,6 +29,11 @@ class DatasetEntry:
     has_val_split: bool
     reads_csv: bool = False  # reads --train_csv (train) and --val_csv (val, test)
 
+    @property
+    def selection_subset(self) -> str:
+        """The split checkpoints are selected on during training."""
+        return "val" if self.has_val_split else "test"
+
     def load(self, options: DataOptions, subset: str) -> RetrievalSplit:
         return importlib.import_module(self.module).load_split(options, subset)
 
@@ -57,4 +62,19 @@ def load_split(datatype: str, options: DataOptions, subset: str) -> RetrievalSpl
     return dataset_entry(datatype).load(options, subset)
 
 
-__all__ = ["DATASETS", "DataOptions", "DatasetEntry", "dataset_entry", "load_split"]
+def check_splits(datatype: str, options: DataOptions, *, train: bool, eval_subset: str | None) -> None:
+    """Parse every split a run will read (train and its selection split, the evaluated split).
+
+    Meant to run before any model is built: an empty split, an annotation file that is
+    malformed, not UTF-8 or unsafe, a video id leaving the video folder or a missing video
+    then fails in seconds with the file's name, instead of after the model has loaded (or
+    after a training epoch, for the selection split). The engine loads the splits again when
+    it uses them; the folder walk behind them is cached.
+    """
+    entry = dataset_entry(datatype)
+    subsets = (["train", entry.selection_subset] if train else []) + ([eval_subset] if eval_subset else [])
+    for subset in dict.fromkeys(subsets):
+        entry.load(options, subset)
+
+
+__all__ = ["DATASETS", "DataOptions", "DatasetEntry", "check_splits", "dataset_entry", "load_split"]

@@ -33,6 +33,7 @@ from dataloaders.base import (
     finalize_split,
     get_key,
     load_json,
+    require_string_id,
     video_index,
     warn_uncaptioned,
 )
@@ -43,11 +44,12 @@ CAPTION_FILES = {"train": "train.json", "val": "val_1.json", "test": "val_1.json
 PREFIX = "v_"
 
 
-def read_ids(path: Path) -> list[str]:
+def read_ids(path: Path, captioned: list[str], cap_path: Path) -> list[str]:
+    """The JSON list of ids; each a string, like the keys (``captioned``) of ``cap_path``."""
     data = load_json(path, "ActivityNet id list")
-    if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+    if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of video ids (strings)")
-    return list(dict.fromkeys(data))
+    return list(dict.fromkeys(require_string_id(v, f"{path}: [{i}]", captioned, cap_path) for i, v in enumerate(data)))
 
 
 def paragraph(entry: Any, path: Path, vid: str) -> str:
@@ -67,11 +69,12 @@ def bare_id(pseudo_id: str) -> str:
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
     root = require_path(options.data_path, "--data_path")
-    ids = read_ids(root / ID_FILES[subset])
     cap_path = root / CAPTION_FILES[subset]
     data = load_json(cap_path, "ActivityNet captions")
     if not isinstance(data, dict):
         raise AnnotationError(f"{cap_path}: expected a JSON object id -> annotation")
+    ids_path = root / ID_FILES[subset]
+    ids = read_ids(ids_path, list(data), cap_path)
     warn_uncaptioned(f"activity {subset}", [v for v in ids if v not in data], cap_path)
     features = require_path(options.features_path, "--features_path")
     index = video_index(features)
@@ -80,5 +83,5 @@ def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
         for v in ids
         if v in data
     ]
-    return finalize_split(f"activity {subset}", groups, allow_missing=options.allow_missing_videos,
-                          searched=f"{features} (walked, stem v_<id> or <id>)")
+    return finalize_split(f"activity {subset}", groups, root=features, source=ids_path,
+                          allow_missing=options.allow_missing_videos, searched=f"{features} (walked, stem v_<id> or <id>)")

@@ -20,6 +20,7 @@ video, the number of captions up to and including that video's (CLIP4Clip's eval
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -184,16 +185,25 @@ def finalize_split(
     name: str,
     groups: Sequence[VideoGroup],
     *,
+    root: Path,
+    source: Path | str,
     allow_missing: bool,
     searched: str,
     sample_unit: str = "caption",
 ) -> RetrievalSplit:
-    """Check every video exists, then build the split (captions grouped by video, in order).
+    """Check the split is safe, not empty and complete, then build it (captions grouped by video).
 
-    Missing videos raise one :class:`MissingVideosError` with their count and first ids,
-    or with ``allow_missing`` are dropped together with their captions and the count is
-    logged. ``searched`` says where videos were looked for (for the message).
+    ``root`` is the video folder (``--features_path``) and ``source`` the annotation file that
+    names the split's videos: a video id or path leaving ``root`` is refused
+    (:func:`refuse_escaping_videos`), and an empty split is an :class:`AnnotationError` naming
+    ``source`` (it would otherwise fail much later, inside the model's loops). Missing videos
+    raise one :class:`MissingVideosError` with their count and first ids, or with
+    ``allow_missing`` are dropped together with their captions and the count is logged.
+    ``searched`` says where videos were looked for (for the message).
     """
+    refuse_escaping_videos(groups, root, source)
+    if not groups:
+        raise AnnotationError(f"{source}: no captions for the {name} split")
     missing = [g for g in groups if g.path is None or not g.path.is_file()]
     if missing:
         ids = ", ".join(g.video_id for g in missing[:MAX_IDS_IN_MESSAGE])
@@ -201,6 +211,8 @@ def finalize_split(
         summary = f"{name}: {len(missing)} of {len(groups)} videos not found in {searched} (first: {ids}{more})"
         if not allow_missing:
             raise MissingVideosError(summary + "; pass --allow_missing_videos to drop them and their captions")
+        if len(missing) == len(groups):
+            raise MissingVideosError(summary + "; no video is left to use")
         dropped_captions = sum(len(g.captions) for g in missing)
         logger.warning("%s; dropped with their %d captions (--allow_missing_videos)", summary, dropped_captions)
         missing_ids = {id(g) for g in missing}
@@ -294,6 +306,31 @@ class VideoIndex:
         return None
 
 
+def escapes_folder(root: Path, path: Path | str) -> bool:
+    """True when ``path`` (taken relative to ``root``) lies outside ``root``.
+
+    Lexical: ``..`` components are collapsed and an absolute path is taken as it is, but
+    symbolic links are not followed. So an annotation cannot name a file outside the video
+    folder, while links the folder's owner put inside it (a symlinked file or sub-folder
+    pointing to another disk, a common way to assemble a dataset) keep working.
+    """
+    base = os.path.abspath(root)
+    target = os.path.abspath(os.path.join(base, path))
+    return os.path.commonpath([base, target]) != base
+
+
+def refuse_escaping_videos(groups: Sequence[VideoGroup], root: Path, source: Path | str) -> None:
+    """An :class:`AnnotationError` naming ``source`` and the id when a video id, or the path
+    it was turned into, leaves the video folder ``root`` (``../../x``, ``/etc/x``)."""
+    for g in groups:
+        if escapes_folder(root, g.video_id):
+            raise AnnotationError(f"{source}: video id {g.video_id!r} leaves the video folder {root} "
+                                  "(--features_path); refused")
+        if g.path is not None and escapes_folder(root, g.path):
+            raise AnnotationError(f"{source}: the path {str(g.path)!r} of video {g.video_id!r} is outside the "
+                                  f"video folder {root} (--features_path); refused")
+
+
 _INDEX_CACHE: dict[str, VideoIndex] = {}
 _INDEX_LOCK = threading.Lock()
 
@@ -334,27 +371,62 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def load_json(path: Path, what: str) -> Any:
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 annotation file's text, a leading byte-order mark dropped.
+
+    Every CSV, TXT and JSON reader goes through here, so a file in another encoding is one
+    :class:`AnnotationError` naming the file, line and byte (not a bare UnicodeDecodeError),
+    and a BOM (spreadsheet exports) never becomes part of the first header or id.
+    """
     require_file(path, what)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raw = e.object  # the bytes after the BOM, if there was one
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise AnnotationError(
+            f"{path}: line {line}, byte {column}: not UTF-8 (0x{raw[e.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
+def text_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (``\\n``, ``\\r\\n`` or ``\\r`` ends, removed)."""
+    return [line.rstrip("\n") for line in io.StringIO(read_text(path, what), newline=None)]
+
+
+def csv_text(path: Path, what: str) -> io.StringIO:
+    """A UTF-8 CSV file as the text stream the ``csv`` module wants (``newline=""``)."""
+    return io.StringIO(read_text(path, what), newline="")
+
+
+def load_json(path: Path, what: str) -> Any:
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from e
 
 
 def read_id_list(path: Path, what: str) -> list[str]:
     """One id per line; blank lines skipped; duplicates kept once (first position)."""
-    require_file(path, what)
-    ids: list[str] = []
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            vid = line.strip()
-            if vid and vid not in seen:
-                seen.add(vid)
-                ids.append(vid)
-    return ids
+    return list(dict.fromkeys(vid for vid in (line.strip() for line in text_lines(path, what)) if vid))
+
+
+def require_string_id(value: Any, where: str, listed: Sequence[str], list_file: Path | str) -> str:
+    """A video id read from JSON (or a pickle) that must match the string ids of ``list_file``.
+
+    A JSON number never equals a text id (``7 != "7"``): without this check every entry is
+    silently unmatched and the split comes out empty ("no training pairs").
+    """
+    if isinstance(value, str):
+        return value
+    kind = "a number" if isinstance(value, (int, float)) else f"of type {type(value).__name__}"
+    example = f" such as {listed[0]!r}" if listed else ""
+    raise AnnotationError(
+        f"{where}: video ids differ in type: the id {value!r} here is {kind}, while the ids in {list_file} "
+        f"are strings{example}; write the ids as strings"
+    )
 
 
 def get_key(obj: Any, key: str, path: Path, where: str) -> Any:

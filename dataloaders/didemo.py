@@ -38,6 +38,7 @@ from dataloaders.base import (
     get_key,
     load_json,
     read_id_list,
+    require_string_id,
     video_index,
     warn_uncaptioned,
 )
@@ -47,18 +48,17 @@ CLIP_START_S = 0.0
 CLIP_END_S = 31.0
 
 
-def read_descriptions(path: Path, keep: set[str]) -> dict[str, list[str]]:
-    """Descriptions per listed video, in JSON order."""
+def read_descriptions(path: Path, names: list[str], list_file: Path) -> dict[str, list[str]]:
+    """Descriptions per video listed in ``list_file`` (``names``), in JSON order."""
     data = load_json(path, "DiDeMo annotation json")
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of annotations")
+    keep = set(names)
     out: dict[str, list[str]] = {}
     for i, entry in enumerate(data):
         where = f"entry [{i}]"
-        video = get_key(entry, "video", path, where)
+        video = require_string_id(get_key(entry, "video", path, where), f"{path}: {where}", names, list_file)
         description = get_key(entry, "description", path, where)
-        if not isinstance(video, str):
-            raise AnnotationError(f"{path}: {where}: 'video' should be a string")
         if video in keep:
             out.setdefault(video, []).append(clean_caption(description, path, where))
     return out
@@ -77,9 +77,10 @@ def find_video(index: VideoIndex, name: str) -> Path | None:
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
     root = require_path(options.data_path, "--data_path")
-    names = read_id_list(root / f"{subset}_list.txt", f"DiDeMo {subset} list")
+    list_file = root / f"{subset}_list.txt"
+    names = read_id_list(list_file, f"DiDeMo {subset} list")
     json_path = root / f"{subset}_data.json"
-    descriptions = read_descriptions(json_path, set(names))
+    descriptions = read_descriptions(json_path, names, list_file)
     warn_uncaptioned(f"didemo {subset}", [n for n in names if n not in descriptions], json_path)
     features = require_path(options.features_path, "--features_path")
     index = video_index(features)
@@ -88,5 +89,5 @@ def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
         for n in names
         if n in descriptions
     ]
-    return finalize_split(f"didemo {subset}", groups, allow_missing=options.allow_missing_videos,
-                          searched=f"{features} (walked, by file name or stem)")
+    return finalize_split(f"didemo {subset}", groups, root=features, source=list_file,
+                          allow_missing=options.allow_missing_videos, searched=f"{features} (walked, by file name or stem)")

@@ -35,7 +35,7 @@ from dataloaders.base import (
     check_subset,
     clean_caption,
     finalize_split,
-    require_file,
+    text_lines,
     video_index,
 )
 from dataloaders.options import DataOptions, require_path
@@ -52,22 +52,17 @@ INTERNVIDEO_DROPPED_TRAIN_RANGE = (58200, 58300)
 
 def read_annotations(path: Path) -> list[tuple[str, str]]:
     """(clip id, sentence) per line, in file order."""
-    require_file(path, "LSMDC annotation file")
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != NUM_FIELDS:
-                raise AnnotationError(
-                    f"{path}: line {line_no}: expected {NUM_FIELDS} tab-separated fields, got {len(fields)}"
-                )
-            clip_id = fields[0].strip()
-            if not clip_id:
-                raise AnnotationError(f"{path}: line {line_no}: empty clip id")
-            pairs.append((clip_id, clean_caption(fields[-1], path, f"line {line_no}")))
+    for line_no, line in enumerate(text_lines(path, "LSMDC annotation file"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != NUM_FIELDS:
+            raise AnnotationError(f"{path}: line {line_no}: expected {NUM_FIELDS} tab-separated fields, got {len(fields)}")
+        clip_id = fields[0].strip()
+        if not clip_id:
+            raise AnnotationError(f"{path}: line {line_no}: empty clip id")
+        pairs.append((clip_id, clean_caption(fields[-1], path, f"line {line_no}")))
     return pairs
 
 
@@ -84,5 +79,5 @@ def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     features = require_path(options.features_path, "--features_path")
     index = video_index(features)
     groups = [VideoGroup(c, index.find(c), captions[c]) for c in clip_ids]
-    return finalize_split(f"lsmdc {subset}", groups, allow_missing=options.allow_missing_videos,
-                          searched=f"{features} (walked, by file stem)")
+    return finalize_split(f"lsmdc {subset}", groups, root=features, source=path,
+                          allow_missing=options.allow_missing_videos, searched=f"{features} (walked, by file stem)")

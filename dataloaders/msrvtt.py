@@ -30,11 +30,12 @@ from dataloaders.base import (
     VideoGroup,
     check_subset,
     clean_caption,
+    csv_text,
     finalize_split,
     first_existing,
     get_key,
     load_json,
-    require_file,
+    require_string_id,
     warn_uncaptioned,
 )
 from dataloaders.options import DataOptions, require_path
@@ -44,20 +45,18 @@ logger = logging.getLogger(__name__)
 
 def read_csv_columns(path: Path, columns: tuple[str, ...], what: str) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) of a csv with a header, keeping ``columns``; errors name the file and line."""
-    require_file(path, what)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        absent = [c for c in columns if c not in header]
-        if absent:
-            raise AnnotationError(f"{path}: missing column(s) {absent} (header: {header})")
-        rows = []
-        for row in reader:
-            values = {c: row.get(c) for c in columns}
-            empty = [c for c, v in values.items() if v is None or (c == "video_id" and not v.strip())]
-            if empty:
-                raise AnnotationError(f"{path}: line {reader.line_num}: missing value for column(s) {empty}")
-            rows.append((reader.line_num, {c: v.strip() for c, v in values.items()}))
+    reader = csv.DictReader(csv_text(path, what))
+    header = reader.fieldnames or []
+    absent = [c for c in columns if c not in header]
+    if absent:
+        raise AnnotationError(f"{path}: missing column(s) {absent} (header: {header})")
+    rows = []
+    for row in reader:
+        values = {c: row.get(c) for c in columns}
+        empty = [c for c, v in values.items() if v is None or (c == "video_id" and not v.strip())]
+        if empty:
+            raise AnnotationError(f"{path}: line {reader.line_num}: missing value for column(s) {empty}")
+        rows.append((reader.line_num, {c: v.strip() for c, v in values.items()}))
     return rows
 
 
@@ -65,44 +64,45 @@ def video_path(features_path: Path, video_id: str) -> Path | None:
     return first_existing(features_path / f"{video_id}.mp4", features_path / f"{video_id}.webm")
 
 
-def read_train_sentences(json_path: Path, keep: set[str]) -> dict[str, list[str]]:
-    """Captions per video id (only ids in ``keep``), in the JSON's order."""
+def read_train_sentences(json_path: Path, keep: list[str], csv_path: Path) -> dict[str, list[str]]:
+    """Captions per video id (only ids in ``keep``, read from ``csv_path``), in the JSON's order."""
     data = load_json(json_path, "MSR-VTT annotation json (--data_path)")
     sentences = get_key(data, "sentences", json_path, "top level")
     if not isinstance(sentences, list):
         raise AnnotationError(f"{json_path}: 'sentences' should be a list")
+    wanted = set(keep)
     out: dict[str, list[str]] = {}
     for i, item in enumerate(sentences):
         where = f"sentences[{i}]"
-        vid = get_key(item, "video_id", json_path, where)
+        vid = require_string_id(get_key(item, "video_id", json_path, where), f"{json_path}: {where}", keep, csv_path)
         caption = get_key(item, "caption", json_path, where)
-        if vid in keep:
+        if vid in wanted:
             out.setdefault(vid, []).append(clean_caption(caption, json_path, where))
     return out
 
 
-def load_train(options: DataOptions) -> tuple[list[VideoGroup], str]:
+def load_train(options: DataOptions) -> tuple[list[VideoGroup], str, Path]:
     features = require_path(options.features_path, "--features_path")
     csv_path = require_path(options.train_csv, "--train_csv")
     ids = list(dict.fromkeys(r["video_id"] for _, r in read_csv_columns(csv_path, ("video_id",), "MSR-VTT train csv")))
     json_path = require_path(options.data_path, "--data_path")
     if json_path.is_dir():  # accept the folder holding MSRVTT_data.json too
         json_path = json_path / "MSRVTT_data.json"
-    captions = read_train_sentences(json_path, set(ids))
+    captions = read_train_sentences(json_path, ids, csv_path)
     warn_uncaptioned("msrvtt train", [v for v in ids if v not in captions], json_path)
     groups = [VideoGroup(v, video_path(features, v), captions[v]) for v in ids if v in captions]
     unit = "caption" if options.expand_msrvtt_sentences else "video"
-    return groups, unit
+    return groups, unit, csv_path
 
 
-def load_eval(options: DataOptions) -> list[VideoGroup]:
+def load_eval(options: DataOptions) -> tuple[list[VideoGroup], Path]:
     features = require_path(options.features_path, "--features_path")
     csv_path = require_path(options.val_csv, "--val_csv")
     rows = read_csv_columns(csv_path, ("video_id", "sentence"), "MSR-VTT test csv (--val_csv)")
     captions: dict[str, list[str]] = {}
     for line, row in rows:
         captions.setdefault(row["video_id"], []).append(clean_caption(row["sentence"], csv_path, f"line {line}"))
-    return [VideoGroup(v, video_path(features, v), caps) for v, caps in captions.items()]
+    return [VideoGroup(v, video_path(features, v), caps) for v, caps in captions.items()], csv_path
 
 
 def load_split(options: DataOptions, subset: str, name: str = "msrvtt") -> RetrievalSplit:
@@ -110,9 +110,10 @@ def load_split(options: DataOptions, subset: str, name: str = "msrvtt") -> Retri
     check_subset(subset)
     unit = "caption"
     if subset == "train":
-        groups, unit = load_train(options)
+        groups, unit, source = load_train(options)
     else:
-        groups = load_eval(options)
-    searched = f"{options.features_path} (<video_id>.mp4 or .webm)"
-    return finalize_split(f"{name} {subset}", groups, allow_missing=options.allow_missing_videos,
-                          searched=searched, sample_unit=unit)
+        groups, source = load_eval(options)
+    features = require_path(options.features_path, "--features_path")
+    searched = f"{features} (<video_id>.mp4 or .webm)"
+    return finalize_split(f"{name} {subset}", groups, root=features, source=source,
+                          allow_missing=options.allow_missing_videos, searched=searched, sample_unit=unit)

@@ -12,7 +12,8 @@ English captions], "chCap", ...}``; InternVideo's ``*_ceph.json`` copies (same f
   as published (a warning says so: checkpoint selection then sees the test set);
 - video path: the entry's ``path`` when present (relative paths are taken under
   ``--features_path``; URLs such as InternVideo's ``s3://`` paths cannot be read here and
-  fall back to the default), else ``<features_path>/<videoID>.mp4``.
+  fall back to the default), else ``<features_path>/<videoID>.mp4``. A ``path`` that leaves
+  ``--features_path`` (``../x.mp4``, or an absolute path elsewhere) is refused.
 
 Differences: InternVideo silently skips entries without ``path`` (so the official JSON gave
 an empty dataset) and turns failed reads into zeros; here listed ids without an annotation
@@ -36,6 +37,7 @@ from dataloaders.base import (
     get_key,
     load_json,
     read_id_list,
+    require_string_id,
     warn_uncaptioned,
 )
 from dataloaders.options import DataOptions, require_path
@@ -72,14 +74,16 @@ def entry_path(entry: dict, features: Path, vid: str) -> Path:
     return features / f"{vid}.mp4"
 
 
-def read_entries(path: Path, keep: set[str], features: Path) -> dict[str, VideoGroup]:
+def read_entries(path: Path, ids: list[str], ids_path: Path, features: Path) -> dict[str, VideoGroup]:
+    """The entries of the videos listed in ``ids_path`` (``ids``), by id."""
     data = load_json(path, "VATEX annotation json")
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of entries")
+    keep = set(ids)
     out: dict[str, VideoGroup] = {}
     for i, entry in enumerate(data):
         where = f"entry [{i}]"
-        vid = get_key(entry, "videoID", path, where)
+        vid = require_string_id(get_key(entry, "videoID", path, where), f"{path}: {where}", ids, ids_path)
         if vid not in keep:
             continue
         caps = get_key(entry, "enCap", path, where)
@@ -93,11 +97,14 @@ def read_entries(path: Path, keep: set[str], features: Path) -> dict[str, VideoG
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     check_subset(subset)
     root = require_path(options.data_path, "--data_path")
-    ids = read_id_list(list_file(root, subset), f"VATEX {subset} list")
+    ids_path = list_file(root, subset)
+    ids = read_id_list(ids_path, f"VATEX {subset} list")
     json_path = pick_file(root, TRAIN_JSON if subset == "train" else VALIDATION_JSON)
     features = require_path(options.features_path, "--features_path")
-    entries = read_entries(json_path, set(ids), features)
+    entries = read_entries(json_path, ids, ids_path, features)
     warn_uncaptioned(f"vatex {subset}", [v for v in ids if v not in entries], json_path)
     groups = [entries[v] for v in ids if v in entries]
-    return finalize_split(f"vatex {subset}", groups, allow_missing=options.allow_missing_videos,
+    # The JSON gives both the ids and the 'path' fields: it is the file a refused path is in.
+    return finalize_split(f"vatex {subset}", groups, root=features, source=json_path,
+                          allow_missing=options.allow_missing_videos,
                           searched=f"the JSON 'path' fields or {features}/<videoID>.mp4")
