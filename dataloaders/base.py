@@ -4,10 +4,12 @@ A dataset module (``msrvtt.py`` ...) only parses annotation files into a
 :class:`RetrievalSplit`: a list of unique videos, a list of captions, and for every caption
 the index of its video. Everything else lives here:
 
-- finding video files (a one-pass index of a folder tree, cached per root) and the
-  missing-video policy (one clear error, or ``--allow_missing_videos`` to drop and log);
-- annotation-reading helpers that raise :class:`AnnotationError` naming the file and the
-  row or key;
+- finding video files (a one-pass index of a folder tree, cached per root), the rule that
+  no video id or path may leave the video folder (checked lexically: symbolic links inside
+  it are followed), the missing-video policy (one clear error, or
+  ``--allow_missing_videos`` to drop and log) and the empty-split error;
+- annotation-reading helpers (every text file read as UTF-8, a BOM accepted) that raise
+  :class:`AnnotationError` naming the file and the line, row or key;
 - the torch datasets: :class:`TrainPairDataset` (caption/video pairs for training),
   :class:`TextDataset` and :class:`VideoDataset` (evaluation: every caption once, every
   video decoded once; CLIP4Clip decoded a video again for each of its captions).
