@@ -21,10 +21,14 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from dataloaders import DATASETS
-from engine import distributed
+from engine import distributed, protocol
 from engine.run import run
+from dataloaders.video_reader import GRIDS
 from modules.modeling import FRAME_NORMS, INTERACTIONS, LINEAR_PATCHES, SIM_HEADERS
-from modules.optimization import OPTIMIZERS, SCHEDULES
+from modules.optimization import NO_DECAY_RULES, OPTIMIZERS, SCHEDULES
+
+
+FRAME_GRIDS = ("published", "segments", "framerate", *(g for g in GRIDS if g.startswith("published_")))
 
 
 def str2bool(value: str | bool) -> bool:
@@ -133,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(data, "--expand_msrvtt_sentences", "MSR-VTT train: one sample per (video, caption) pair")
     _flag(data, "--allow_missing_videos", "drop annotations whose video file is missing (count logged)")
     _flag(data, "--skip_bad_videos", "training only: replace a sample whose video fails to decode (counted)")
+    data.add_argument("--frame_grid", default="published", choices=FRAME_GRIDS,
+                      help="published: the grid the published code sampled --datatype with (--published_codebase); "
+                           "segments: max_frames segment centres; framerate: --feature_framerate frames per second "
+                           "without the published grids' drift; or a published grid by name")
+    data.add_argument("--published_codebase", default="internvideo", choices=["internvideo", "clip4clip"],
+                      help="whose published run the defaults reproduce where the two differ (frame grid, "
+                           "LSMDC train slice)")
+    data.add_argument("--lsmdc_internvideo_train_slice", type=str2bool, nargs="?", const=True, default=None,
+                      help="LSMDC train: drop the 100 clips InternVideo's loader drops (default: true with "
+                           "--published_codebase internvideo unless --improved)")
     _flag(data, "--twin_batches", "--datatype synthetic: half of each batch are temporal twins of the other half")
     data.add_argument("--num_thread_reader", type=int, default=1, help="DataLoader workers per process")
 
@@ -146,8 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--batch_size_val", type=int, default=3500)
     opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
     opt.add_argument("--max_grad_norm", type=float, default=1.0)
-    opt.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS,
-                     help="adamw: torch AdamW with BertAdam's betas/eps; bertadam: CLIP4Clip's update (no bias correction)")
+    opt.add_argument("--optimizer", default="bertadam", choices=OPTIMIZERS,
+                     help="bertadam: CLIP4Clip's and InternVideo's update (no bias correction, per-parameter "
+                          "gradient clip); adamw: torch AdamW with the same betas/eps")
+    opt.add_argument("--no_decay", default="clip4clip", choices=NO_DECAY_RULES,
+                     help="clip4clip: no weight decay for names containing bias/LayerNorm.* (CLIP's ln_* weights "
+                          "are decayed); bias_and_norm: biases and every norm module's parameters")
     opt.add_argument("--lr_schedule", default="warmup_cosine", choices=SCHEDULES,
                      help="warmup_cosine is CLIP4Clip's (a small drop at the end of warmup)")
     opt.add_argument("--n_display", type=int, default=100, help="log every n optimizer steps")
@@ -208,12 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     run_args.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by torch.distributed.launch")
     _flag(run_args, "--find_unused_parameters", "DDP: allow parameters that get no gradient (slower)")
     run_args.add_argument("--keep_checkpoints", type=int, default=2, help="epoch checkpoints kept besides the best")
+    run_args.add_argument("--selection_split", default="test", choices=["test", "val"],
+                          help="split evaluated after each epoch to select the best checkpoint (val falls back to "
+                               "test where the dataset has none); the run ends with the selected one's test metrics")
+    _flag(run_args, "--improved", protocol.improved_help())
     add_published_args(p)
     return p
 
 
-def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+               explicit: set[str] | None = None) -> argparse.Namespace:
+    """Checks and derived values; ``explicit`` (the destinations the command line set) lets an
+    explicit flag win over ``--improved`` (none: every protocol setting follows the switch)."""
     args = apply_published_args(args, parser)
+    args = protocol.resolve(args, explicit or set())
     if not (args.do_train or args.do_eval):
         parser.error("at least one of --do_train or --do_eval is required")
     if args.gradient_accumulation_steps < 1:
@@ -242,7 +268,8 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> arg
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
-    return check_args(parser.parse_args(argv), parser)
+    args = parser.parse_args(argv)
+    return check_args(args, parser, protocol.explicit_dests(parser, argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -668,6 +668,26 @@ def read_clip(
     return video, mask
 
 
+def probe_video(path: str | os.PathLike) -> None:
+    """Check that a file opens as a video with a known frame rate, from its header alone (no
+    demuxing, no decoding: milliseconds). Raises :class:`VideoDecodeError` naming the file.
+    Whether a time window holds frames is left to decoding (a header's frame count or duration
+    may be off by a few frames)."""
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            if not (stream.average_rate or stream.guessed_rate):
+                raise ValueError("unknown frame rate")
+    except Exception as err:
+        raise VideoDecodeError(path, f"not a readable video ({_short(err)})") from err
+
+
 __all__: Sequence[str] = (
     "CLIP_MEAN",
     "CLIP_STD",
@@ -675,6 +695,7 @@ __all__: Sequence[str] = (
     "GRIDS",
     "PUBLISHED_GRIDS",
     "VideoDecodeError",
+    "probe_video",
     "published_grid",
     "read_clip",
     "read_frames_uint8",

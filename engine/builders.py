@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 import dataloaders
 from dataloaders.base import TextDataset, TrainPairDataset, VideoDataset
-from dataloaders.video_reader import FrameSampling
+from dataloaders.video_reader import FrameSampling, PUBLISHED_GRIDS, published_grid
 from engine import run_folder
 from engine.distributed import DistInfo
 from engine.training import TrainState
@@ -31,12 +31,24 @@ def data_options(args: argparse.Namespace) -> dataloaders.DataOptions:
     """What the dataset loaders read, from the command line (the one place they meet `args`)."""
     return dataloaders.DataOptions(data_path=args.data_path, features_path=args.features_path, train_csv=args.train_csv,
                        val_csv=args.val_csv, expand_msrvtt_sentences=args.expand_msrvtt_sentences,
-                       allow_missing_videos=args.allow_missing_videos)
+                       allow_missing_videos=args.allow_missing_videos,
+                       lsmdc_internvideo_train_slice=bool(args.lsmdc_internvideo_train_slice))
 
 
 def image_resolution(model) -> int:
     """The input size the video tower was built for (224, or 336 for ViT-L/14@336px)."""
     return int(model.clip.visual.input_resolution)
+
+
+def frame_grid(args: argparse.Namespace) -> str:
+    """The `FrameSampling.grid` of `--frame_grid`: "published" is the grid the published code
+    (`--published_codebase`) used for `--datatype`; a dataset of our own (the synthetic
+    benchmark) has none and takes "framerate"."""
+    if args.frame_grid != "published":
+        return args.frame_grid
+    if args.datatype not in PUBLISHED_GRIDS[args.published_codebase]:
+        return "framerate"
+    return published_grid(args.datatype, args.published_codebase)
 
 
 def frame_sampling(args: argparse.Namespace, model, train: bool) -> FrameSampling:
@@ -46,7 +58,7 @@ def frame_sampling(args: argparse.Namespace, model, train: bool) -> FrameSamplin
         slice_framepos=args.slice_framepos,
         frame_order=args.train_frame_order if train else args.eval_frame_order,
         image_resolution=image_resolution(model),
-        fixed_frames=bool(args.clip_evl),
+        grid=frame_grid(args),
     )
 
 
@@ -76,7 +88,8 @@ def twin_batch_sampler(dataset: TrainPairDataset, per_rank: int, info: DistInfo,
 def optimizer_and_schedule(model, args: argparse.Namespace, total_steps: int):
     return build_optimizer(model, lr=args.lr, coef_lr=args.coef_lr, weight_decay=args.weight_decay,
                            warmup_proportion=args.warmup_proportion, total_steps=max(total_steps, 1),
-                           optimizer=args.optimizer, schedule=args.lr_schedule, max_grad_norm=args.max_grad_norm)
+                           optimizer=args.optimizer, schedule=args.lr_schedule, max_grad_norm=args.max_grad_norm,
+                           no_decay=args.no_decay)
 
 
 # ---------------------------------------------------------------------------- model
@@ -166,19 +179,25 @@ def _gathered_rng_states(info: DistInfo) -> list:
 
 
 def save_epoch(output_dir: Path, model, optimizer, scheduler, scaler, state: TrainState, args,
-               results: dict | None, split: str, info: DistInfo) -> None:
-    """Called on every rank (RNG states are gathered); rank 0 writes and updates best/."""
+               info: DistInfo) -> Path | None:
+    """Called on every rank (RNG states are gathered); rank 0 writes the weights and training
+    state of the epoch just trained and returns the folder (None on other ranks). Saved before
+    any evaluation, so an evaluation that fails loses no training."""
     rng_states = _gathered_rng_states(info)
     if not info.is_main:
+        return None
+    return run_folder.save_checkpoint(output_dir, model, epoch=state.epoch, step=state.global_step,
+                                      optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                      sampler_epoch=state.epoch, args=args, keep_last=args.keep_checkpoints,
+                                      rng_states=rng_states, extra={"history": state.history},
+                                      model_spec=model_spec_from_args(args))
+
+
+def record_evaluation(folder: Path | None, results: dict | None, split: str, state: TrainState) -> None:
+    """Rank 0: the epoch's metrics into its meta.json, and best/ moved to it if it scores best."""
+    if folder is None or results is None:
         return
-    folder = run_folder.save_checkpoint(output_dir, model, epoch=state.epoch, step=state.global_step,
-                                        optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                        sampler_epoch=state.epoch, args=args, keep_last=args.keep_checkpoints,
-                                        rng_states=rng_states, extra={"history": state.history},
-                                        model_spec=model_spec_from_args(args))
-    if results is not None:
-        plain = {**results["plain"], "dsl": results["dsl"]}
-        if run_folder.update_best(folder, plain, split, score_key="t2v.R1"):
-            state.best_score = results["plain"]["t2v"]["R1"]
-            logger.info("new best checkpoint %s: text-to-video R@1 %.2f on the %s split", folder,
-                        state.best_score, split)
+    plain = {**results["plain"], "dsl": results["dsl"]}
+    if run_folder.update_best(folder, plain, split, score_key="t2v.R1"):
+        state.best_score = results["plain"]["t2v"]["R1"]
+        logger.info("new best checkpoint %s: text-to-video R@1 %.2f on the %s split", folder, state.best_score, split)

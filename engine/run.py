@@ -14,14 +14,17 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 import dataloaders
-from engine import builders
+from dataloaders.video_reader import probe_video
+from engine import builders, run_folder
 from engine.distributed import DistInfo, barrier, worker_context
 from engine.evaluation import encode_items, retrieval_metrics, similarity_matrix
 from engine.run_folder import open_run_folder, write_json
 from engine.training import Trainer, TrainState, autocast_for
 from metrics import format_metrics_table
+from modules.weights import load_model_weights
 
 logger = logging.getLogger("retrieval")
 
@@ -55,8 +58,10 @@ def _pick(features: dict, keys: tuple[str, ...]) -> dict:
     return {key: features[key] for key in keys}
 
 
-def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: str) -> dict | None:
-    """Encode the split's captions and videos once, score all pairs, report on rank 0."""
+def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: str,
+             extra: dict | None = None) -> dict | None:
+    """Encode the split's captions and videos once, score all pairs, report on rank 0
+    (``extra`` goes into the results JSON as it is)."""
     split, texts, videos = builders.eval_datasets(args, subset, model)
     model.eval()
     started = time.time()
@@ -72,16 +77,70 @@ def evaluate(model, args: argparse.Namespace, info: DistInfo, subset: str, tag: 
     results = retrieval_metrics(sim, np.asarray(split.caption_video))
     results.update(dataset=args.datatype, split=subset, tag=tag, checkpoint=args.init_model,
                    num_captions=len(texts), num_videos=len(videos), seconds=round(time.time() - started, 1),
-                   world_size=info.world_size)
-    table = format_metrics_table({"plain": results["plain"], "DSL (dual softmax, transductive)": results["dsl"]},
-                                 markdown=False)
+                   world_size=info.world_size, **(extra or {}))
     logger.info("%s on %s %s (%d captions, %d videos):\n%s", tag, args.datatype, subset, len(texts),
-                len(videos), table)
+                len(videos), _table(results))
     extra = split.report(sim) if split.report else None
     if extra:  # metrics only this dataset knows (the synthetic benchmark's temporal twins)
         results[split.report.name] = extra
         logger.info("%s %s report:\n%s", tag, split.report.name, split.report.format(extra))
     write_json(Path(args.output_dir) / f"results_{subset}_{tag}.json", results)
+    return results
+
+
+def _table(results: dict) -> str:
+    return format_metrics_table({"plain": results["plain"], "DSL (dual softmax, transductive)": results["dsl"]},
+                                markdown=False)
+
+
+def preflight_videos(args: argparse.Namespace, subsets: set[str]) -> None:
+    """Open every video the run will evaluate (headers only, no decoding), so a missing or
+    broken one fails in seconds rather than after the first epoch."""
+    started = time.time()
+    count = 0
+    for subset in sorted(subsets):
+        split = dataloaders.load_split(args.datatype, builders.data_options(args), subset)
+        for item in tqdm(split.videos, desc=f"checking {subset} videos", disable=len(split.videos) < 100):
+            probe_video(item.path)
+        count += len(split.videos)
+    logger.info("checked the %d videos of the %s split(s) in %.1f s", count, "/".join(sorted(subsets)),
+                time.time() - started)
+
+
+def report_selected(model, args: argparse.Namespace, info: DistInfo, split: str, last_epoch: int) -> dict | None:
+    """End of training: the selected checkpoint's test metrics (plain and DSL), in the log and in
+    ``results_test_selected.json``. Selected on test, they were measured when it was evaluated;
+    selected on val, the checkpoint is loaded, evaluated on test, and the last epoch's weights are
+    put back (a following --do_eval still sees the model at the end of training)."""
+    output_dir = Path(args.output_dir)
+    best = run_folder.read_best(output_dir)
+    if best is None:
+        logger.warning("no checkpoint was selected: no test metrics to report")
+        return None
+    selection = {"selection": {"split": split, "metric": best["metric"], "value": best["value"],
+                               "epoch": best["epoch"], "checkpoint": best["checkpoint"],
+                               "label": f"selected on {split}"}}
+    if split == "test":
+        return _report_test_selected(args, info, best, selection)
+    load_model_weights(model, run_folder.checkpoint_root(output_dir) / run_folder.BEST_DIR)
+    results = evaluate(model, args, info, "test", tag="selected", extra=selection)
+    if best["epoch"] != last_epoch:
+        load_model_weights(model, run_folder.checkpoint_root(output_dir) / f"epoch_{last_epoch}")
+    if results is not None:
+        logger.info("test metrics above: the checkpoint of epoch %s, selected on val (t2v R@1 %.2f there)",
+                    best["epoch"], best["value"])
+    return results
+
+
+def _report_test_selected(args: argparse.Namespace, info: DistInfo, best: dict, selection: dict) -> dict | None:
+    if not info.is_main:
+        return None
+    metrics = dict(best["metrics"])
+    results = {"dsl": metrics.pop("dsl"), "plain": metrics, "dataset": args.datatype, "split": "test",
+               "tag": "selected", **selection}
+    logger.info("selected checkpoint: epoch %s, selected on test (best test t2v R@1 over the epochs, as InternVideo "
+                "reports; not an unbiased estimate):\n%s", best["epoch"], _table(results))
+    write_json(Path(args.output_dir) / "results_test_selected.json", results)
     return results
 
 
@@ -112,12 +171,19 @@ def tensorboard_writer(output_dir: Path, info: DistInfo):
 
 
 def selection_split(args: argparse.Namespace) -> str:
-    """Checkpoints are selected on the validation split where the dataset has one."""
-    return "val" if dataloaders.dataset_entry(args.datatype).has_val_split else "test"
+    """The split checkpoints are selected on: test (published), or val (`--selection_split val`)
+    where the dataset has a validation split of its own."""
+    if args.selection_split == "val" and not dataloaders.dataset_entry(args.datatype).has_val_split:
+        return "test"
+    return args.selection_split
 
 
 def train(model, args: argparse.Namespace, info: DistInfo) -> None:
     output_dir = Path(args.output_dir)
+    val_subset = selection_split(args)
+    if val_subset != args.selection_split:
+        logger.info("--selection_split %s: %s has no validation split; selecting on test", args.selection_split,
+                    args.datatype)
     dataset = builders.train_dataset(args, model)
     loader = train_loader(args, info, dataset)
     steps_per_epoch = len(loader) // args.gradient_accumulation_steps
@@ -138,26 +204,27 @@ def train(model, args: argparse.Namespace, info: DistInfo) -> None:
                                               find_unused_parameters=args.find_unused_parameters)
     trainer = Trainer(model, train_model, optimizer, scheduler, scaler, info, args, state,
                       step_log=output_dir / "train_steps.jsonl", writer=tensorboard_writer(output_dir, info))
-    val_subset = selection_split(args)
     logger.info("training: %d samples, %d steps per epoch, %d epochs; checkpoints selected on the %s split",
                 len(dataset), steps_per_epoch, args.epochs, val_subset)
     for epoch in range(state.epoch, args.epochs):
         summary = trainer.train_epoch(loader, epoch)
         logger.info("epoch %d done: mean loss %.4f over %d steps", epoch + 1, summary["loss"], summary["steps"])
         state.epoch = epoch + 1
+        state.history.append({**summary, "selection_split": val_subset})
+        folder = builders.save_epoch(output_dir, model, optimizer, scheduler, scaler, state, args, info)
+        barrier()
         results = evaluate(model, args, info, val_subset, tag=f"epoch{epoch + 1}")
-        score = results["plain"]["t2v"]["R1"] if results else float("nan")
         if trainer.writer is not None and results:
             for direction in ("t2v", "v2t"):
                 trainer.writer.add_scalar(f"{val_subset}/{direction}_R1", results["plain"][direction]["R1"], epoch + 1)
                 trainer.writer.add_scalar(f"{val_subset}/{direction}_R1_dsl", results["dsl"][direction]["R1"], epoch + 1)
-        state.history.append({**summary, "t2v_R1": score, "selection_split": val_subset})
-        builders.save_epoch(output_dir, model, optimizer, scheduler, scaler, state, args, results, val_subset, info)
+        builders.record_evaluation(folder, results, val_subset, state)
         barrier()
     if trainer.writer is not None:
         trainer.writer.close()
     if info.is_main and math.isfinite(state.best_score):
         logger.info("best text-to-video R@1 on the %s split: %.2f", val_subset, state.best_score)
+    report_selected(model, args, info, val_subset, state.epoch)
 
 
 def check_before_work(args: argparse.Namespace, info: DistInfo) -> None:
@@ -185,6 +252,8 @@ def run(args: argparse.Namespace, info: DistInfo) -> None:
     setup_logging(output_dir, info)
     logger.info("arguments: %s", " ".join(f"--{k}={v}" for k, v in sorted(vars(args).items())))
     seed_everything(args.seed)
+    if args.do_train:
+        preflight_videos(args, {selection_split(args), "test"} | ({args.eval_split} if args.do_eval else set()))
     model = builders.build_model(args).to(info.device)
     if args.do_train:
         train(model, args, info)

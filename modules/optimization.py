@@ -21,22 +21,23 @@ Decisions (each one either differs from the published code or pins its behaviour
    ``"warmup_cosine_continuous"`` is the fixed variant (cosine over the post-warmup part, 1 at
    the boundary). Both clamp progress to [0, 1] so that steps past ``total_steps`` stay at 0
    (CLIP4Clip's would rise again; it never runs past ``t_total``).
-2. Weight decay: CLIP4Clip exempts names containing ``bias``, ``LayerNorm.bias`` or
-   ``LayerNorm.weight``. CLIP's norms are named ``ln_1/ln_2/ln_pre/ln_post/ln_final``, so their
-   weights *are* decayed there. Default ``no_decay="bias_and_norm"`` exempts biases and every
-   parameter of a normalisation module (found by module type, so any naming works);
-   ``no_decay="clip4clip"`` reproduces the published grouping. Embeddings, ``proj`` matrices and
-   ``logit_scale`` are decayed in both (as in CLIP4Clip). The numerical effect is tiny
-   (lr * wd ~ 1e-6 per step on the backbone), the fix is for clarity.
+2. Weight decay (0.2, the value both published codes hard-wire): CLIP4Clip and InternVideo exempt
+   names containing ``bias``, ``LayerNorm.bias`` or ``LayerNorm.weight``. CLIP's norms are named
+   ``ln_1/ln_2/ln_pre/ln_post/ln_final``, so their weights *are* decayed there. The default
+   ``no_decay="clip4clip"`` reproduces that grouping; ``no_decay="bias_and_norm"`` (ours) exempts
+   biases and every parameter of a normalisation module (found by module type, so any naming
+   works). Embeddings, ``proj`` matrices and ``logit_scale`` are decayed in both. The numerical
+   effect is tiny (lr * wd ~ 1e-6 per step on the backbone).
 3. ``clip.`` rule: a parameter whose name contains ``clip.`` (case-sensitive; so
    ``transformerClip.*`` is a head) gets ``lr * coef_lr``; exactly CLIP4Clip's rule.
-4. Optimiser ``"adamw"`` (default): ``torch.optim.AdamW`` with CLIP4Clip's betas (0.9, 0.98),
-   eps 1e-6 and the same decoupled decay form (``p -= lr_t * wd * p``). The one difference from
-   BertAdam is Adam's bias correction (BertAdam has none). ``"bertadam"`` is our own
-   re-implementation of BertAdam's update (no bias correction, optional per-parameter
-   gradient-norm clip) for exact parity. BertAdam's per-parameter clip to 1.0 is a no-op after
-   the train loop's global ``clip_grad_norm_(..., 1.0)`` (each tensor's norm is at most the
-   global norm), so ``"adamw"`` plus the global clip loses nothing but the bias correction.
+4. Optimiser ``"bertadam"`` (default): our re-implementation of the published BertAdam update (no
+   bias correction, the decay inside the update, each parameter's gradient clipped to
+   ``max_grad_norm`` inside the step as CLIP4Clip's ``clip_grad_norm_(p, 1.0)`` does, on top of
+   the train loop's global clip). ``"adamw"`` (ours): ``torch.optim.AdamW`` with the same betas
+   (0.9, 0.98), eps 1e-6 and decoupled decay form (``p -= lr_t * wd * p``); the one difference is
+   Adam's bias correction, which keeps the first updates from being ~1/sqrt(1 - b2^k) too small
+   or large. The per-parameter clip is a no-op after the global clip to the same norm (each
+   tensor's norm is at most the global norm), so AdamW loses nothing there.
 5. Frozen parameters (``requires_grad=False``) are left out of the optimiser (CLIP4Clip passes
    them in, where they are skipped for lack of gradients). All four groups always exist, even
    when empty, so optimiser state dicts of one model always line up.
@@ -124,7 +125,7 @@ def group_name(name: str, no_decay: bool) -> str:
 
 
 def parameter_groups(model: nn.Module, lr: float, coef_lr: float = 1.0, weight_decay: float = 0.2,
-                     no_decay: str = "bias_and_norm") -> list[dict]:
+                     no_decay: str = "clip4clip") -> list[dict]:
     """Four named groups (GROUP_NAMES order) with their ``lr`` and ``weight_decay``.
 
     Each group dict also has ``param_names`` (list of str) for logging and tests."""
@@ -208,8 +209,8 @@ class BertAdam(torch.optim.Optimizer):
 # ----------------------------------------------------------------------------- build
 def build_optimizer(model: nn.Module, lr: float, coef_lr: float = 1.0, weight_decay: float = 0.2,
                     warmup_proportion: float = 0.1, total_steps: float = 1, *,
-                    optimizer: str = "adamw", schedule: str = "warmup_cosine",
-                    no_decay: str = "bias_and_norm", betas: tuple[float, float] = BETAS,
+                    optimizer: str = "bertadam", schedule: str = "warmup_cosine",
+                    no_decay: str = "clip4clip", betas: tuple[float, float] = BETAS,
                     eps: float = EPS, max_grad_norm: float = 1.0) -> tuple[torch.optim.Optimizer, LambdaLR]:
     """CLIP4Clip's optimiser as ``(optimizer, scheduler)``.
 

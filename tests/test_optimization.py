@@ -51,8 +51,8 @@ class ToyRetrieval(nn.Module):
 LR, COEF, WD = 1e-3, 1e-2, 0.2
 CLIP_LR = LR * COEF
 
-# name -> (lr, weight decay) under the default rule (biases and every norm parameter exempt)
-EXPECTED_DEFAULT = {
+# name -> (lr, weight decay) under our rule (biases and every norm parameter exempt)
+EXPECTED_NORMS_EXEMPT = {
     "clip.proj.weight": (CLIP_LR, WD),
     "clip.proj.bias": (CLIP_LR, 0.0),
     "clip.ln_1.weight": (CLIP_LR, 0.0),
@@ -67,7 +67,7 @@ EXPECTED_DEFAULT = {
     "cross.LayerNorm.bias": (LR, 0.0),
 }
 # CLIP4Clip's name rule ("bias", "LayerNorm.bias", "LayerNorm.weight") decays CLIP's ln_1 weight.
-EXPECTED_CLIP4CLIP = {**EXPECTED_DEFAULT, "clip.ln_1.weight": (CLIP_LR, WD)}
+EXPECTED_CLIP4CLIP = {**EXPECTED_NORMS_EXEMPT, "clip.ln_1.weight": (CLIP_LR, WD)}
 
 
 def _name_map(groups):
@@ -80,7 +80,7 @@ def _assert_same_map(got, expected):
         assert got[name] == (pytest.approx(lr), pytest.approx(wd)), name
 
 
-@pytest.mark.parametrize("rule, expected", [("bias_and_norm", EXPECTED_DEFAULT), ("clip4clip", EXPECTED_CLIP4CLIP)])
+@pytest.mark.parametrize("rule, expected", [("bias_and_norm", EXPECTED_NORMS_EXEMPT), ("clip4clip", EXPECTED_CLIP4CLIP)])
 def test_parameter_groups_names_to_lr_and_decay(rule, expected):
     groups = parameter_groups(ToyRetrieval(), LR, COEF, WD, no_decay=rule)
     assert [g["name"] for g in groups] == ["clip_decay", "clip_no_decay", "head_decay", "head_no_decay"]
@@ -88,13 +88,15 @@ def test_parameter_groups_names_to_lr_and_decay(rule, expected):
     assert not any(n.startswith("frozen.") for g in groups for n in g["param_names"])
 
 
-@pytest.mark.parametrize("kind", ["adamw", "bertadam"])
-def test_built_optimizer_carries_the_groups(kind):
+@pytest.mark.parametrize("kind, rule, expected", [("adamw", "bias_and_norm", EXPECTED_NORMS_EXEMPT),
+                                                   ("bertadam", "clip4clip", EXPECTED_CLIP4CLIP)])
+def test_built_optimizer_carries_the_groups(kind, rule, expected):
     model = ToyRetrieval()
-    opt, sched = build_optimizer(model, LR, COEF, WD, 0.1, 100, optimizer=kind)
+    opt, sched = build_optimizer(model, LR, COEF, WD, 0.1, 100, optimizer=kind, no_decay=rule)
+    assert isinstance(opt, BertAdam) == (kind == "bertadam")
     names = {id(p): n for n, p in model.named_parameters()}
     got = {names[id(p)]: (g["initial_lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
-    _assert_same_map(got, EXPECTED_DEFAULT)
+    _assert_same_map(got, expected)
     assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-6
     assert current_lrs(opt) == {"clip_decay": 0.0, "clip_no_decay": 0.0, "head_decay": 0.0, "head_no_decay": 0.0}
 
@@ -167,6 +169,16 @@ def test_invalid_settings_are_refused(kwargs):
     base = dict(lr=LR, coef_lr=COEF, weight_decay=WD, warmup_proportion=0.1, total_steps=10)
     with pytest.raises(ValueError):
         build_optimizer(ToyRetrieval(), **{**base, **kwargs})
+
+
+def test_defaults_are_the_published_optimizer():
+    """BertAdam with CLIP4Clip's no-decay names (CLIP's ln_* weights decayed), as both originals."""
+    model = ToyRetrieval()
+    opt, _ = build_optimizer(model, LR, COEF, WD, 0.1, 100)
+    assert isinstance(opt, BertAdam) and opt.defaults["max_grad_norm"] == 1.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    got = {names[id(p)]: (g["initial_lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    _assert_same_map(got, EXPECTED_CLIP4CLIP)
 
 
 def test_bertadam_update_matches_reference_formula():
