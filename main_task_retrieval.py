@@ -21,7 +21,8 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from dataloaders import DATASETS
-from engine import distributed, protocol
+from engine import distributed
+from engine import protocol as run_protocol
 from engine.run import run
 from dataloaders.video_reader import GRIDS
 from modules.modeling import FRAME_NORMS, INTERACTIONS, LINEAR_PATCHES, SIM_HEADERS
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_args.add_argument("--selection_split", default="test", choices=["test", "val"],
                           help="split evaluated after each epoch to select the best checkpoint (val falls back to "
                                "test where the dataset has none); the run ends with the selected one's test metrics")
-    _flag(run_args, "--improved", protocol.improved_help())
+    _flag(run_args, "--improved", run_protocol.improved_help())
     add_published_args(p)
     return p
 
@@ -239,7 +240,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
     """Checks and derived values; ``explicit`` (the destinations the command line set) lets an
     explicit flag win over ``--improved`` (none: every protocol setting follows the switch)."""
     args = apply_published_args(args, parser)
-    args = protocol.resolve(args, explicit or set())
+    args = run_protocol.resolve(args, explicit or set())
     if not (args.do_train or args.do_eval):
         parser.error("at least one of --do_train or --do_eval is required")
     if args.gradient_accumulation_steps < 1:
@@ -269,7 +270,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return check_args(args, parser, protocol.explicit_dests(parser, argv))
+    return check_args(args, parser, run_protocol.explicit_dests(parser, argv))
 
 
 def main(argv: list[str] | None = None) -> int:

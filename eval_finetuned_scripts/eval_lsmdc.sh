@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Evaluate a fine-tuned lsmdc checkpoint (INIT_MODEL).
-# MODEL picks the published recipe (see ../README.md for what still differs):
+# The published protocol by default (frames, optimizer, freezing, selection: ../README.md);
+# pass --improved for this project's alternatives. MODEL picks the published recipe:
 #   internvideo-l14 (default): InternVideo's eval_finetuned_scripts/run_kc4_lsmdc_infer.sh;
 #     InternVideo's ViT-L/14 video encoder (--clip_evl).
 #   internvideo-meanp: the evaluation settings of InternVideo's finetune_scripts/ret_lsmdc.sh;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Fine-tune on lsmdc, evaluating each epoch.
-# MODEL picks the published recipe (see ../README.md for what still differs):
+# Fine-tune on lsmdc; after each epoch evaluate test and keep the best (published; --improved
+# selects on val where the dataset has one); the run ends with the kept checkpoint's test metrics.
+# The published protocol by default (frames, optimizer, freezing, selection: ../README.md);
+# pass --improved for this project's alternatives. MODEL picks the published recipe:
 #   internvideo-l14 (default): InternVideo's finetune_scripts/train_lsmdc.sh;
 #     InternVideo's ViT-L/14 video encoder (--clip_evl).
 #   internvideo-meanp: InternVideo's finetune_scripts/ret_lsmdc.sh;

@@ -24,9 +24,10 @@ require_file() {  # require_file PATH WHAT: a clear error before any work starts
 
 # MODEL=clip4clip: the settings of CLIP4Clip's README commands (ViT-B/32, 5 epochs, batch 128,
 # batch_size_val 16, lr 1e-4, coef_lr 1e-3, freeze_layer_num 0), with its meanP over
-# L2-normalised frames. Sets MODEL_ARGS.   clip4clip_args MAX_WORDS MAX_FRAMES [train]
+# L2-normalised frames and its OpenCV frame grid (--published_codebase clip4clip).
+# Sets MODEL_ARGS.   clip4clip_args MAX_WORDS MAX_FRAMES [train]
 clip4clip_args() {
-  MODEL_ARGS=(--pretrained_clip_name "${CLIP_NAME:-ViT-B/32}" --max_words "$1" --max_frames "$2" --batch_size_val 16 --frame_norm l2)
+  MODEL_ARGS=(--published_codebase clip4clip --pretrained_clip_name "${CLIP_NAME:-ViT-B/32}" --max_words "$1" --max_frames "$2" --batch_size_val 16 --frame_norm l2)
   if [ "${3:-}" = train ]; then MODEL_ARGS+=(--epochs 5 --batch_size 128 --lr 1e-4 --coef_lr 1e-3 --freeze_layer_num 0); fi
 }
 

@@ -147,3 +147,22 @@ def test_zeroshot_script_runs_for_real(synthetic_data, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     results = read_results(out, "results_test_eval.json")
     assert results["num_captions"] == 18 and results["num_videos"] == 18
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if "synthetic" not in s])
+@pytest.mark.parametrize("model", MODELS)
+def test_scripts_run_the_published_protocol_unless_improved(script, model):
+    from dataloaders.video_reader import published_grid
+    from engine.builders import frame_grid
+    from engine.protocol import SETTINGS
+
+    env = {"DRY_RUN": "1", "MODEL": model, "NPROC": "1", "PRETRAINED_PATH": "iv.ckpt", "INIT_MODEL": "ft.bin"}
+    for extra in ((), ("--improved",)):
+        argv = shlex.split(_run(script, env, *extra).stdout.strip())
+        args = main_task_retrieval.get_args(argv[argv.index("main_task_retrieval.py") + 1:])
+        codebase = "clip4clip" if model == "clip4clip" else "internvideo"
+        assert args.published_codebase == codebase
+        for dest, setting in SETTINGS.items():
+            assert getattr(args, dest) == setting.value(bool(extra), args), (dest, extra)
+        if not extra:
+            assert frame_grid(args) == published_grid(args.datatype, codebase)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Zero-shot lsmdc retrieval.
-# MODEL picks the published recipe (see ../README.md for what still differs):
+# The published protocol by default (frames, optimizer, freezing, selection: ../README.md);
+# pass --improved for this project's alternatives. MODEL picks the published recipe:
 #   internvideo-l14 (default): InternVideo's zeroshot_scripts/eval_lsmdc.sh;
 #     InternVideo's ViT-L/14 video encoder (--clip_evl).
 #   internvideo-meanp: no published zero-shot run; the words and frames of InternVideo's finetune_scripts/ret_lsmdc.sh;
