@@ -87,6 +87,7 @@ class Schedule:
     seed: int = 0  # data seed
     zeroshot_seed: int = 1  # a second split for the zero-shot evaluation
     workers: int = 2  # DataLoader decoding processes
+    improved: bool = False  # train with main_task_retrieval.py's --improved (this project's protocol)
 
     def epochs(self, header: str) -> int:
         return self.seq_epochs if header == "seqTransf" else self.meanp_epochs
@@ -148,7 +149,8 @@ def train_command(data_dir: Path, out_dir: Path, header: str, schedule: Schedule
             "--clip_config", json.dumps(CLIP_CONFIG, separators=(",", ":")), *common_args(header, schedule.workers),
             "--freeze_layer_num", "2", "--twin_batches", "--warmup_proportion", "0.05", "--batch_size", str(schedule.batch_size),
             "--epochs", str(schedule.epochs(header)), "--lr", str(schedule.lr), "--weight_decay", "0.01",
-            "--n_display", "20", "--keep_checkpoints", "1", "--seed", "42", "--output_dir", str(out_dir)]
+            "--n_display", "20", "--keep_checkpoints", "1", "--seed", "42", "--output_dir", str(out_dir),
+            *(["--improved"] if schedule.improved else [])]
 
 
 def eval_command(data_dir: Path, out_dir: Path, init_model: Path, header: str, workers: int) -> list[str]:
@@ -338,6 +340,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num_train", type=int, default=schedule.num_train)
     p.add_argument("--num_test", type=int, default=schedule.num_test)
     p.add_argument("--workers", type=int, default=schedule.workers, help="DataLoader decoding processes")
+    p.add_argument("--improved", action="store_true",
+                   help="train with --improved (AdamW, norms exempt from decay, symmetric freezing, ...) instead of "
+                        "the published protocol")
+    p.add_argument("--heads", nargs="+", choices=HEADERS, default=list(HEADERS), help="temporal heads to train")
     p.add_argument("--no_zeroshot", action="store_true", default=long,
                    help="skip the zero-shot evaluation on a second split")
     p.add_argument("--table", nargs="+", metavar="RUN_DIR", help="only print the table of finished runs")
@@ -361,11 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(results_table(rows, {Path(d).name: _steps(Path(d)) for d in args.table}))
         return 0
     schedule = Schedule(num_train=args.num_train, num_test=args.num_test, seq_epochs=args.seq_epochs,
-                        meanp_epochs=args.meanp_epochs, workers=args.workers)
+                        meanp_epochs=args.meanp_epochs, workers=args.workers, improved=args.improved)
     data_dir = (REPO / args.data) if not Path(args.data).is_absolute() else Path(args.data)
     out_root = (REPO / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     start = time.time()
-    summary = run_pipeline(data_dir, out_root, schedule, zeroshot=not args.no_zeroshot)
+    summary = run_pipeline(data_dir, out_root, schedule, headers=args.heads, zeroshot=not args.no_zeroshot)
     summary["seconds"]["total"] = time.time() - start
     summary["seconds_per_step"] = per_step = seconds_per_step(summary)
     text = report(summary, out_root, data_dir)
