@@ -6,8 +6,10 @@ Files in ``--data_path``: ``train_ids.json`` / ``val_ids.json`` (JSON lists of i
 
 - one item per video; its caption is the paragraph of all its sentences joined with a
   space (each sentence stripped first; the tokenizer would collapse the spaces anyway);
-- the whole video is used (CLIP4Clip reads [0, ceil(duration)] s, i.e. the whole file;
-  ``timestamps`` are ignored), so ``start``/``end`` are None;
+- the window is ``[0, ceil(duration)]`` seconds, as CLIP4Clip and InternVideo pass it
+  (``timestamps`` are ignored); on their OpenCV grid it stops at the annotated duration where
+  ``ceil(frames / int(fps))`` runs past it (29.97 fps files). Without a ``duration`` the whole
+  file is read;
 - train = train_ids + train.json; val and test = val_ids + val_1.json (the published test
   set; there is no separate test split);
 - videos are found by walking ``--features_path`` by stem, accepting both ``v_<id>.*``
@@ -21,6 +23,7 @@ error unless ``--allow_missing_videos`` (CLIP4Clip dropped them silently); an en
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,16 @@ def paragraph(entry: Any, path: Path, vid: str) -> str:
     return clean_caption(" ".join(p for p in parts if p), path, f"key '{vid}'")
 
 
+def window(entry: Any, path: Path, vid: str) -> tuple[float | None, float | None]:
+    """(0, ceil(duration)) in seconds, or (None, None) when the entry has no duration."""
+    duration = entry.get("duration") if isinstance(entry, dict) else None
+    if duration is None:
+        return None, None
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+        raise AnnotationError(f"{path}: key '{vid}': 'duration' should be a positive number, got {duration!r}")
+    return 0.0, float(math.ceil(duration))
+
+
 def bare_id(pseudo_id: str) -> str:
     return pseudo_id[len(PREFIX):] if pseudo_id.startswith(PREFIX) else pseudo_id
 
@@ -79,7 +92,7 @@ def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
     features = require_path(options.features_path, "--features_path")
     index = video_index(features)
     groups = [
-        VideoGroup(v, index.find(v, bare_id(v)), [paragraph(data[v], cap_path, v)])
+        VideoGroup(v, index.find(v, bare_id(v)), [paragraph(data[v], cap_path, v)], *window(data[v], cap_path, v))
         for v in ids
         if v in data
     ]

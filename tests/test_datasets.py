@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 import subprocess
 import sys
@@ -326,7 +327,8 @@ def test_activitynet_paragraph_whole_video_and_both_file_namings(tmp_path, caplo
     assert train.captions == ["A man walks in. He sits down.", "Kids play football."]
     assert test.captions[0] == "A woman dances. Then she bows. People clap."
     assert test.video_ids == ["v_--ccc", "v_ddd"]
-    assert all(v.start is None and v.end is None for v in train.videos + test.videos)
+    # [0, ceil(duration)] as the published loaders pass it (durations 10 n + 0.5 in the fixture)
+    assert all(v.start == 0.0 and v.end == math.ceil(v.end) and v.end % 10 == 1 for v in train.videos + test.videos)
     assert train.videos[0].path.name == "v_aaa.mp4"  # InternVideo naming under train/
     assert test.videos[0].path.name == "--ccc.mp4"  # CLIP4Clip naming under val/
     assert "v_eee" in caplog.text
