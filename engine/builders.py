@@ -141,7 +141,8 @@ MODEL_ARGS = ("sim_header", "linear_patch", "cross_num_hidden_layers", "clip_evl
               "max_frames", "max_words", "clip_config", "frame_norm", "freeze_layer_num", "freeze_rule",
               "evl_tokens", "evl_ignore_frame_mask")
 # A resumed run must also agree on the data and the optimisation it continues.
-RESUME_ARGS = ("datatype", *MODEL_ARGS, "batch_size", "gradient_accumulation_steps", "epochs", "lr", "coef_lr")
+RESUME_ARGS = ("datatype", *MODEL_ARGS, "batch_size", "gradient_accumulation_steps", "epochs", "lr", "coef_lr",
+               "optimizer", "no_decay", "selection_split")
 
 
 def check_resume_compatible(meta: dict, args: argparse.Namespace, source: str) -> None:

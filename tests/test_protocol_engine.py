@@ -173,3 +173,10 @@ def test_a_broken_evaluation_video_fails_before_training(tmp_path):
         main_task_retrieval.main(tiny_run_args(data, tmp_path / "out", *TRAIN, "--epochs", "1"))
     assert not (tmp_path / "out" / "train_steps.jsonl").exists()
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_resume_under_the_other_protocol_is_refused():
+    saved = {"args": vars(_args())}
+    builders.check_resume_compatible(saved, _args(), "ckpt")
+    with pytest.raises(ValueError, match="--optimizer: checkpoint 'bertadam', now 'adamw'"):
+        builders.check_resume_compatible(saved, _args("--improved"), "ckpt")
