@@ -40,7 +40,7 @@ def trained(tmp_path_factory) -> Path:
         "--cross_num_hidden_layers", "2", "--max_words", "16", "--freeze_layer_num", "2", "--twin_batches",
         "--batch_size", "32", "--batch_size_val", "64", "--epochs", str(EPOCHS), "--lr", "1e-3",
         "--warmup_proportion", "0.05", "--weight_decay", "0.01", "--n_display", "10", "--keep_checkpoints", "1",
-        "--num_thread_reader", "1",
+        "--num_thread_reader", "1", "--improved",  # the demo's recipe (synthetic.demo.Schedule.improved)
         "--output_dir", str(out),
     ]
     # One compute thread: with two, OpenMP's busy-waiting threads stall whenever the loader
