@@ -62,9 +62,11 @@ def load_split(datatype: str, options: DataOptions, subset: str) -> RetrievalSpl
     return dataset_entry(datatype).load(options, subset)
 
 
-def check_splits(datatype: str, options: DataOptions, *, train: bool, eval_subset: str | None) -> None:
+def check_splits(datatype: str, options: DataOptions, *, train: bool, eval_subset: str | None,
+                 selection_subset: str | None = None) -> None:
     """Parse every split a run will read (train and its selection split, the evaluated split).
 
+    ``selection_subset``: the split training selects on (default: val where the dataset has one).
     Meant to run before any model is built: an empty split, an annotation file that is
     malformed, not UTF-8 or unsafe, a video id leaving the video folder or a missing video
     then fails in seconds with the file's name, instead of after the model has loaded (or
@@ -72,7 +74,8 @@ def check_splits(datatype: str, options: DataOptions, *, train: bool, eval_subse
     it uses them; the folder walk behind them is cached.
     """
     entry = dataset_entry(datatype)
-    subsets = (["train", entry.selection_subset] if train else []) + ([eval_subset] if eval_subset else [])
+    selection = selection_subset or entry.selection_subset
+    subsets = (["train", selection] if train else []) + ([eval_subset] if eval_subset else [])
     for subset in dict.fromkeys(subsets):
         entry.load(options, subset)
 

@@ -243,7 +243,8 @@ def check_before_work(args: argparse.Namespace, info: DistInfo) -> None:
     if args.init_model and not Path(args.init_model).exists():
         raise FileNotFoundError(f"--init_model {args.init_model} does not exist")
     dataloaders.check_splits(args.datatype, builders.data_options(args), train=args.do_train,
-                             eval_subset=args.eval_split if args.do_eval else None)
+                             eval_subset=args.eval_split if args.do_eval else None,
+                             selection_subset=selection_split(args))
 
 
 def run(args: argparse.Namespace, info: DistInfo) -> None:
