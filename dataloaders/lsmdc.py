@@ -12,10 +12,11 @@ Follows CLIP4Clip. Deliberate differences:
 
 - InternVideo's train loader drops the unique clip ids at positions 58200-58299 (first
   appearance order) with no explanation, probably clips that were broken on the authors'
-  storage. We do not: missing clips are reported (``--allow_missing_videos`` drops them) and
-  undecodable ones are handled by ``--skip_bad_videos``. Set
-  ``DataOptions.lsmdc_internvideo_train_slice`` (no command-line flag) to reproduce the slice
-  for a parity run.
+  storage. ``DataOptions.lsmdc_internvideo_train_slice`` reproduces that; the command line's
+  ``--lsmdc_internvideo_train_slice`` is on in the published protocol and off with
+  ``--improved`` or ``--published_codebase clip4clip`` (CLIP4Clip keeps every clip). Missing
+  clips are reported (``--allow_missing_videos`` drops them) and undecodable ones are handled
+  by ``--skip_bad_videos``.
 - CLIP4Clip silently drops sentences whose clip is not on disk; here that is an error
   unless ``--allow_missing_videos``, which drops them and logs the count.
 - A repeated clip id gives one video with several captions, not a duplicated video column
