@@ -2,7 +2,9 @@
 
 `torchrun` (and `torch.distributed.launch`) set RANK, WORLD_SIZE, LOCAL_RANK and the
 rendezvous variables; a plain `python main_task_retrieval.py` sets none of them and runs as
-one process without a group. NCCL on CUDA, gloo on CPU.
+one process without a group. A `torchrun --nproc_per_node=1` run gets a one-process group,
+so it goes through the same DDP and collective code as a multi-process run (the GPU check
+relies on this). NCCL on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    backend: str | None = None  # the process group's backend; None without a group
 
     @property
     def is_main(self) -> bool:
@@ -32,7 +35,7 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.backend is not None
 
 
 def pick_device(requested: str | None, local_rank: int) -> torch.device:
@@ -54,18 +57,20 @@ def init_distributed(requested_device: str | None = None, local_rank_arg: int | 
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg or 0))
     device = pick_device(requested_device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    if (world_size > 1 or launched_by_torchrun) and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(minutes=timeout_minutes))
         logger.info("process group: backend %s, rank %d of %d, device %s", backend, rank, world_size, device)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    backend = dist.get_backend() if dist.is_initialized() else None
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device, backend=backend)
 
 
 def is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return dist.is_available() and dist.is_initialized()
 
 
 def barrier() -> None:

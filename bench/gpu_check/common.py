@@ -1,0 +1,195 @@
+"""Shared pieces of the GPU check's sections: model shapes, building models the way
+`main_task_retrieval.py` does, random batches, one training step, timing and peak memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# CLIPConfig fields of random CLIPs (`--clip_config`). SMALL and TINY keep embed_dim equal to
+# the text width, as seqTransf needs.
+VIT_B32 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+               context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
+VIT_L14 = dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
+               context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12, transformer_layers=12)
+SMALL = dict(embed_dim=256, image_resolution=224, vision_layers=4, vision_width=256, vision_patch_size=32,
+             context_length=77, vocab_size=49408, transformer_width=256, transformer_heads=4, transformer_layers=4)
+TINY = dict(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
+            context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2)
+
+SOT, EOT = 49406, 49407  # CLIP's start and end tokens (EOT is the largest id: EOT pooling finds it by argmax)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every section gets: where to run, how big, where to write."""
+
+    device: torch.device
+    smoke: bool
+    out: Path
+    cores: int
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "device": str(device), "cpu_count": os.cpu_count(),
+            "cuda_available": torch.cuda.is_available()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                    tf32_cudnn=torch.backends.cudnn.allow_tf32)
+    return info
+
+
+# ----------------------------------------------------------------------------- models
+def retrieval_args(output_dir: Path, *extra: str) -> argparse.Namespace:
+    """The arguments `main_task_retrieval.py` would parse (its defaults plus `extra`)."""
+    import main_task_retrieval
+
+    return main_task_retrieval.get_args(["--do_eval", "--output_dir", str(output_dir), *extra])
+
+
+def clip_config_args(fields: dict) -> list[str]:
+    return ["--clip_config", json.dumps(fields)]
+
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """The model `main_task_retrieval.py` builds from `args` (fp32, on the CPU)."""
+    from engine.builders import build_model as build_from_args
+
+    return build_from_args(args)
+
+
+def cast_clip_weights_to_fp16_locally(clip: nn.Module) -> int:
+    """CLIP4Clip trains CLIP with fp16 weights: openai/CLIP's `convert_weights` casts, in
+    place, the weights and biases of every conv and linear layer, the attention projections
+    and the `text_projection` / `proj` matrices; embeddings, LayerNorms, `logit_scale` and the
+    temporal heads outside `clip` stay fp32. Local to the check until `modules.clip` has such
+    a function. Returns the number of tensors cast."""
+    cast = 0
+
+    def half(module: nn.Module, name: str) -> None:
+        nonlocal cast
+        tensor = getattr(module, name, None)
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            tensor.data = tensor.data.half()
+            cast += 1
+
+    for module in clip.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            half(module, "weight")
+            half(module, "bias")
+        if isinstance(module, nn.MultiheadAttention):
+            for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                         "bias_k", "bias_v"):
+                half(module, name)
+        for name in ("text_projection", "proj"):
+            half(module, name)
+    return cast
+
+
+# ----------------------------------------------------------------------------- inputs
+def random_batch(videos: int, frames: int, resolution: int, max_words: int, seed: int = 0,
+                 padded_frames: int = 0, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Captions laid out as the loaders write them (SOT, words, EOT, zero padding) and
+    normalised-image-like videos [N, T, 3, S, S]; the last video has `padded_frames` masked slots."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(videos, max_words, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    lengths = torch.randint(1, max_words - 1, (videos,), generator=gen)
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, 0], ids[i, n + 1] = SOT, EOT
+        ids[i, 1 : n + 1] = torch.randint(1, SOT, (n,), generator=gen)
+        mask[i, : n + 2] = 1
+    video = torch.randn(videos, frames, 3, resolution, resolution, generator=gen)
+    video_mask = torch.ones(videos, frames, dtype=torch.long)
+    if padded_frames:
+        video[-1, frames - padded_frames :] = 0
+        video_mask[-1, frames - padded_frames :] = 0
+    batch = {"input_ids": ids, "input_mask": mask, "video": video, "video_mask": video_mask}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- training
+def trainer_for(model: nn.Module, args: argparse.Namespace, device: torch.device, total_steps: int = 100):
+    """The engine's Trainer (autocast, GradScaler for fp16, clipping, logit-scale clamp) with
+    the engine's optimizer, on one process without a group."""
+    from engine import builders
+    from engine.distributed import DistInfo
+    from engine.training import Trainer, TrainState
+
+    optimizer, scheduler = builders.optimizer_and_schedule(model, args, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    return Trainer(model, model, optimizer, scheduler, scaler, DistInfo(device=device), args, TrainState())
+
+
+def train_args(output_dir: Path, precision: str, *extra: str) -> argparse.Namespace:
+    """Training arguments: the engine's defaults, `precision` (fp16-weights trains fp16 CLIP
+    weights without autocast), no step logging."""
+    autocast = "fp32" if precision == "fp16-weights" else precision
+    args = retrieval_args(output_dir, "--do_train", "--precision", autocast, "--n_display", "1000000",
+                          "--warmup_proportion", "0", *extra)
+    return args
+
+
+def train_steps(trainer, batch: dict, steps: int) -> float:
+    """Run `steps` optimizer steps on the same batch through `Trainer.train_epoch`; mean loss."""
+    summary = trainer.train_epoch([batch] * steps, epoch=0)
+    return summary["loss"]
+
+
+# ----------------------------------------------------------------------------- measuring
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> float | None:
+    """Start a peak-memory window; returns the MiB allocated now (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device) / 2**20
+
+
+def peak_mib(device: torch.device) -> float | None:
+    """Peak MiB allocated since `reset_peak` (torch.cuda.max_memory_allocated; None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def seconds_of(fn, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |value - reference| / max |reference| (both moved to the CPU in fp32)."""
+    value, reference = value.detach().float().cpu(), reference.detach().float().cpu()
+    return float((value - reference).abs().max() / reference.abs().max().clamp(min=1e-12))
+
+
+def release(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
