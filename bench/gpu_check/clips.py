@@ -98,8 +98,9 @@ def ensure_clips(root: Path, clipset: ClipSet, workers: int) -> tuple[Path, floa
     if workers <= 1:
         written = sum(map(_write_chunk, jobs))
     else:
-        # forkserver: a process forked after PyAV ran in its parent can hang in swscale
-        context = multiprocessing.get_context("forkserver")
+        # spawn: a process forked after PyAV ran in its parent can hang in swscale, and the
+        # forkserver is left to the DataLoaders (it preloads torch for them)
+        context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             written = sum(pool.map(_write_chunk, jobs))
     seconds = time.perf_counter() - started

@@ -43,7 +43,8 @@ def run(ctx: common.Context, rec: SectionRecorder) -> None:
     shape = common.TINY if ctx.smoke else common.SMALL
     frames = 4 if ctx.smoke else 8
     for head in ("meanP", "seqTransf", "InternVideo"):
-        rec.measure({"part": "features", "model": head}, lambda row: feature_errors(ctx, rec, row, head, shape, frames))
+        rec.measure({"part": "features", "model": head},
+                    lambda row, head=head: feature_errors(ctx, rec, row, head, shape, frames))
     train_step_checks(ctx, rec, shape, frames)
     rec.measure({"part": "torchrun", "model": "meanP (tiny)"}, lambda row: torchrun_check(ctx, rec, row))
 

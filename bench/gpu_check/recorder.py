@@ -96,7 +96,7 @@ class SectionRecorder:
         if error is not None:
             self.data["status"] = "failed"
             self.data["error"] = short_error(error)
-            self.data["traceback"] = traceback.format_exc()[-4000:]
+            self.data["traceback"] = "".join(traceback.format_exception(error))[-4000:]
         else:
             self.data["status"] = section_status(self.data)
         self.save()

@@ -67,14 +67,24 @@ def run_here(name: str, out: Path, device: str, smoke: bool, budget_s: float) ->
     rec = SectionRecorder(name, module.TITLE, section_path(out, name), budget_s)
     ctx = Context(device=torch.device(device), smoke=smoke, out=out, cores=os.cpu_count() or 1)
     print(f"[gpu_check] {name}: started (budget {budget_s:.0f} s)", file=sys.stderr, flush=True)
+    cpu_before = cpu_seconds()
+    error = None
     try:
         module.run(ctx, rec)
-    except Exception as error:  # noqa: BLE001 - a failing section must not stop the others
-        data = rec.finish(error)
-    else:
-        data = rec.finish()
+    except Exception as caught:  # noqa: BLE001 - a failing section must not stop the others
+        error = caught
+    rec.data["cpu_s"] = round(cpu_seconds() - cpu_before, 1)
+    data = rec.finish(error)
     print(f"[gpu_check] {name}: {data['status']} in {data['seconds']:.1f} s", file=sys.stderr, flush=True)
     return data
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (torchrun, loader workers)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_isolated(name: str, out: Path, device: str, smoke: bool, budget_s: float) -> dict:

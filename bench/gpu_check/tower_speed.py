@@ -28,7 +28,8 @@ FRAMES = 12
 PRECISIONS = ("fp32", "bf16-autocast")
 # (label, CLIPConfig fields, videos per call)
 FULL_MODELS = (("ViT-B/32", common.VIT_B32, (8, 32, 128)), ("ViT-L/14", common.VIT_L14, (4, 16)))
-SMOKE_MODELS = (("tiny (B/32 stand-in)", common.TINY, (1, 2)), ("tiny (L/14 stand-in)", dict(common.TINY, vision_patch_size=8), (1,)))
+SMOKE_MODELS = (("tiny (B/32 stand-in)", common.TINY, (1, 2)),
+                ("tiny (L/14 stand-in)", dict(common.TINY, vision_patch_size=8), (1,)))
 COMPILE_CONFIG = ("ViT-B/32", "bf16-autocast", 32)  # model, precision, videos per call
 SAME_WEIGHTS_TOL = 1e-3  # ours vs open_clip, fp32: different attention kernels, same maths
 SPEED_NOISE = 0.97  # "at least open_clip's speed" allows 3% timing noise
@@ -51,28 +52,34 @@ def run(ctx: common.Context, rec: SectionRecorder) -> None:
     repeats = 1 if ctx.smoke else 5
     rec.info(**common.device_info(ctx.device), frames_per_video=frames, repeats=repeats)
     models = SMOKE_MODELS if ctx.smoke else FULL_MODELS
-    kept = {}
+    compile_on = models[0][0] if ctx.smoke else COMPILE_CONFIG[0]
+    kept = None
     for label, fields, batches in models:
-        torch.manual_seed(0)
-        reference = open_clip_model(fields).eval().to(ctx.device)
-        ours = _ours_from(reference.state_dict(), ctx.device)
-        rec.measure({"part": "same weights", "model": label},
-                    lambda row: same_weights(ctx, rec, row, ours, reference, fields, frames))
-        for precision in PRECISIONS:
-            for videos in batches:
-                config = {"part": "speed", "model": label, "precision": precision, "videos/call": videos}
-                rec.measure(config, lambda row: speed_row(ctx, row, ours, reference, fields, frames, repeats))
-        if label == COMPILE_CONFIG[0] or (ctx.smoke and not kept):
-            kept = {"label": label, "ours": ours, "fields": fields}
-        else:
-            del ours
-        del reference
+        ours = measure_model(ctx, rec, label, fields, batches, frames, repeats)
+        if label == compile_on:
+            kept = (label, ours, fields)
+        del ours
         common.release(ctx.device)
     speed_targets(rec)
     if kept:
+        label, ours, fields = kept
         precision, videos = COMPILE_CONFIG[1], (1 if ctx.smoke else COMPILE_CONFIG[2])
-        config = {"part": "torch.compile", "model": kept["label"], "precision": precision, "videos/call": videos}
-        rec.measure(config, lambda row: compile_row(ctx, row, kept["ours"], kept["fields"], frames, repeats))
+        config = {"part": "torch.compile", "model": label, "precision": precision, "videos/call": videos}
+        rec.measure(config, lambda row: compile_row(ctx, row, ours, fields, frames, repeats))
+
+
+def measure_model(ctx, rec, label: str, fields: dict, batches: tuple[int, ...], frames: int, repeats: int):
+    """The speed rows of one model shape; returns our model (open_clip's is dropped)."""
+    torch.manual_seed(0)
+    reference = open_clip_model(fields).eval().to(ctx.device)
+    ours = _ours_from(reference.state_dict(), ctx.device)
+    rec.measure({"part": "same weights", "model": label},
+                lambda row: same_weights(ctx, rec, row, ours, reference, fields, frames))
+    for precision in PRECISIONS:
+        for videos in batches:
+            config = {"part": "speed", "model": label, "precision": precision, "videos/call": videos}
+            rec.measure(config, lambda row: speed_row(ctx, row, ours, reference, fields, frames, repeats))
+    return ours
 
 
 def _images(fields: dict, videos: int, frames: int, dtype, device):
