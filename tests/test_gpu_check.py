@@ -97,3 +97,8 @@ def test_isolated_section_is_killed_at_its_budget(tmp_path, monkeypatch):
     data = runner.run_isolated("correctness", tmp_path, "cpu", True, budget_s=0.5)
     assert time.monotonic() - started < 10
     assert data["status"] == "timeout"
+
+
+def test_budgets_fit_in_eight_minutes():
+    worst = sum(s.budget_s + runner.GRACE_S for s in runner.SECTIONS.values())
+    assert worst <= 480 - 10, worst  # 10 s for the parent's start and the report
