@@ -1,11 +1,12 @@
 """Generated clips for the end-to-end evaluation, in MSR-VTT's file format, made in parallel
 and cached.
 
-Each clip is two events of a coloured shape crossing the frame (the synthetic benchmark's
-renderer, `dataloaders.synthetic.render_clip`, at any size), encoded like CLIP4Clip's
-compressed MSR-VTT videos: H.264 (libx264, crf 23, preset medium, yuv420p), `fps` frames a
-second. Written: `MSRVTT_data.json`, `test.csv` (JSFusion columns key,vid_key,video_id,sentence;
-one caption per clip) and `videos/<id>.mp4`. A folder per configuration; `complete.json` is
+Each clip is bench/bench_video.py's synthetic footage (pans over textured scenes, a moving
+box, a cut every 3-8 s: real decoding work, unlike flat shapes) at `size` x `size` and `fps`
+frames a second, in H.264 (libx264, crf 23, yuv420p) like CLIP4Clip's compressed MSR-VTT
+videos. Captions come from the synthetic benchmark's sampler (their words do not matter
+here). Written: `MSRVTT_data.json`, `test.csv` (JSFusion columns key,vid_key,video_id,
+sentence; one caption per clip) and `videos/<id>.mp4`. A folder per configuration; `complete.json` is
 written last, so an interrupted generation is redone, never half-used.
 """
 
@@ -21,10 +22,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
-from dataloaders.synthetic import render_clip, sample_spec
+from bench.bench_video import make_clip
+from dataloaders.synthetic import sample_spec
 
 COMPLETE = "complete.json"
 
@@ -38,37 +39,16 @@ class ClipSet:
     seed: int = 0
 
     @property
-    def frames(self) -> int:
-        return self.seconds * self.fps
-
-    @property
     def folder_name(self) -> str:
         return f"clips_{self.count}x{self.size}px_{self.seconds}s_{self.fps}fps_seed{self.seed}"
-
-
-def encode_h264(frames: np.ndarray, fps: int) -> bytes:
-    """uint8 RGB frames [T, H, W, 3] as an H.264 mp4 at ffmpeg's default quality (crf 23)."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "medium"}
-        stream.codec_context.thread_count = 1  # one process per core does the parallelism
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
 
 
 def _write_chunk(job: tuple[str, ClipSet, int, int]) -> int:
     """Worker: render, encode and write clips [start, stop) (each from its own seed)."""
     folder, clipset, start, stop = job
-    event_frames = clipset.frames // 2
     for index in range(start, stop):
-        spec = sample_spec(np.random.default_rng((clipset.seed, index)))
-        frames = render_clip(spec, clipset.size, event_frames)
-        Path(folder, f"video{index}.mp4").write_bytes(encode_h264(frames, clipset.fps))
+        make_clip(Path(folder, f"video{index}.mp4"), clipset.seconds, seed=clipset.seed * 1_000_003 + index,
+                  width=clipset.size, height=clipset.size, fps=clipset.fps)
     return stop - start
 
 
