@@ -66,10 +66,12 @@ def clip_config_args(fields: dict) -> list[str]:
 
 
 def build_model(args: argparse.Namespace) -> nn.Module:
-    """The model `main_task_retrieval.py` builds from `args` (fp32, on the CPU)."""
-    from engine.builders import build_model as build_from_args
+    """The model `main_task_retrieval.py` builds from `args` (fp32, on the CPU), through the
+    model factory."""
+    from engine.builders import model_spec_from_args
+    from modules.factory import create_model
 
-    return build_from_args(args)
+    return create_model(model_spec_from_args(args))
 
 
 def cast_clip_weights_to_fp16_locally(clip: nn.Module) -> int:
