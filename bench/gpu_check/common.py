@@ -41,8 +41,16 @@ class Context:
         return self.device.type == "cuda"
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def device_info(device: torch.device) -> dict:
-    info = {"torch": torch.__version__, "device": str(device), "cpu_count": os.cpu_count(),
+    info = {"torch": torch.__version__, "device": str(device), "cpu_count": usable_cores(),
             "cuda_available": torch.cuda.is_available()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

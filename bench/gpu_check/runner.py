@@ -60,12 +60,12 @@ def run_here(name: str, out: Path, device: str, smoke: bool, budget_s: float) ->
     """Run one section in this process; never raises (the error goes into the record)."""
     import torch
 
-    from bench.gpu_check.common import Context
+    from bench.gpu_check.common import Context, usable_cores
 
     section = SECTIONS[name]
     module = importlib.import_module(section.module)
     rec = SectionRecorder(name, module.TITLE, section_path(out, name), budget_s)
-    ctx = Context(device=torch.device(device), smoke=smoke, out=out, cores=os.cpu_count() or 1)
+    ctx = Context(device=torch.device(device), smoke=smoke, out=out, cores=usable_cores())
     print(f"[gpu_check] {name}: started (budget {budget_s:.0f} s)", file=sys.stderr, flush=True)
     cpu_before = cpu_seconds()
     error = None
