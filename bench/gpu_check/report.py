@@ -79,6 +79,13 @@ def section_markdown(number: int, record: dict) -> list[str]:
     return lines
 
 
+def section_number(name: str) -> int:
+    """A section keeps its number (1-4) when only some sections run."""
+    from bench.gpu_check.runner import SECTIONS
+
+    return list(SECTIONS).index(name) + 1 if name in SECTIONS else 0
+
+
 def markdown(payload: dict) -> str:
     device = payload["device"]
     where = device.get("gpu") or device.get("device")
@@ -97,6 +104,6 @@ def markdown(payload: dict) -> str:
     lines += [f"| {name} | {r.get('status')} | {r.get('seconds', 0):.0f} | {r.get('budget_s', 0):.0f} |"
               for name, r in records.items()]
     lines.append("")
-    for number, record in enumerate(records.values(), start=1):
-        lines += section_markdown(number, record)
+    for name, record in records.items():
+        lines += section_markdown(section_number(name), record)
     return "\n".join(lines)
