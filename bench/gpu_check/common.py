@@ -82,34 +82,6 @@ def build_model(args: argparse.Namespace) -> nn.Module:
     return create_model(model_spec_from_args(args))
 
 
-def cast_clip_weights_to_fp16_locally(clip: nn.Module) -> int:
-    """CLIP4Clip trains CLIP with fp16 weights: openai/CLIP's `convert_weights` casts, in
-    place, the weights and biases of every conv and linear layer, the attention projections
-    and the `text_projection` / `proj` matrices; embeddings, LayerNorms, `logit_scale` and the
-    temporal heads outside `clip` stay fp32. Local to the check until `modules.clip` has such
-    a function. Returns the number of tensors cast."""
-    cast = 0
-
-    def half(module: nn.Module, name: str) -> None:
-        nonlocal cast
-        tensor = getattr(module, name, None)
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            tensor.data = tensor.data.half()
-            cast += 1
-
-    for module in clip.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            half(module, "weight")
-            half(module, "bias")
-        if isinstance(module, nn.MultiheadAttention):
-            for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight",
-                         "bias_k", "bias_v"):
-                half(module, name)
-        for name in ("text_projection", "proj"):
-            half(module, name)
-    return cast
-
-
 # ----------------------------------------------------------------------------- inputs
 def random_batch(videos: int, frames: int, resolution: int, max_words: int, seed: int = 0,
                  padded_frames: int = 0, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -145,13 +117,19 @@ def trainer_for(model: nn.Module, args: argparse.Namespace, device: torch.device
     return Trainer(model, model, optimizer, scheduler, scaler, DistInfo(device=device), args, TrainState())
 
 
+def precision_args(precision: str) -> list[str]:
+    """`--precision` and `--clip_weights` for fp32, bf16, fp16 (autocast; fp32 weights) or
+    fp16-weights (CLIP's matrices in fp16 as CLIP4Clip trains them, no autocast). Always
+    explicit: `--clip_weights auto` would pick fp16 weights for fp32 runs on a GPU."""
+    if precision == "fp16-weights":
+        return ["--precision", "fp32", "--clip_weights", "fp16"]
+    return ["--precision", precision, "--clip_weights", "fp32"]
+
+
 def train_args(output_dir: Path, precision: str, *extra: str) -> argparse.Namespace:
-    """Training arguments: the engine's defaults, `precision` (fp16-weights trains fp16 CLIP
-    weights without autocast), no step logging."""
-    autocast = "fp32" if precision == "fp16-weights" else precision
-    args = retrieval_args(output_dir, "--do_train", "--precision", autocast, "--n_display", "1000000",
+    """Training arguments: the engine's defaults, `precision` (see `precision_args`), no step logging."""
+    return retrieval_args(output_dir, "--do_train", *precision_args(precision), "--n_display", "1000000",
                           "--warmup_proportion", "0", *extra)
-    return args
 
 
 def train_steps(trainer, batch: dict, steps: int) -> float:

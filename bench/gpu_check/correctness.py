@@ -5,7 +5,8 @@
   TF32 off within FP32_TOL; with torch's default TF32 settings (reported only); bf16 and fp16
   autocast within their stated tolerances. Errors are max |device - CPU| / max |CPU|.
 * One training step (the engine's Trainer and optimizer) in fp32, bf16 autocast, fp16
-  autocast with GradScaler, and fp16 CLIP weights as CLIP4Clip trains them: the loss is finite,
+  autocast with GradScaler, and fp16 CLIP weights as CLIP4Clip trains them (`--clip_weights
+  fp16`: `modules.clip.convert_weights_to_fp16`, no autocast): the loss is finite,
   every trainable tensor stays finite, the weights move, and the loss agrees with fp32 (fp32:
   with the CPU's) within the tolerances.
 * `torchrun --nproc_per_node 1` of `main_task_retrieval.py` (a one-process NCCL group on a GPU,
@@ -56,7 +57,7 @@ def _model_args(ctx: common.Context, head: str, shape: dict, frames: int):
     else:
         extra = ["--sim_header", head, "--max_words", "32"]
     return common.retrieval_args(ctx.out / "scratch", *common.clip_config_args(shape), "--max_frames", str(frames),
-                                 *extra)
+                                 "--clip_weights", "fp32", *extra)
 
 
 @contextlib.contextmanager
@@ -85,7 +86,6 @@ def encode(model, batch: dict, precision: str, device: torch.device) -> dict[str
 
 def feature_errors(ctx, rec, row: dict, head: str, shape: dict, frames: int) -> None:
     args = _model_args(ctx, head, shape, frames)
-    torch.manual_seed(0)
     model = common.build_model(args).eval()
     batch = common.random_batch(4 if ctx.smoke else 16, frames, shape["image_resolution"], args.max_words,
                                 padded_frames=frames // 2)
@@ -123,7 +123,6 @@ def one_step(base_model, args, batch: dict, precision: str, device: torch.device
     from engine.training import autocast_for
 
     model = copy.deepcopy(base_model)
-    cast = common.cast_clip_weights_to_fp16_locally(model.clip) if precision == "fp16-weights" else 0
     model.to(device).train()  # no dropout in these heads: train mode computes what eval mode does
     batch = {k: v.to(device) for k, v in batch.items()}
 
@@ -140,7 +139,8 @@ def one_step(base_model, args, batch: dict, precision: str, device: torch.device
     finite = all(bool(torch.isfinite(t).all()) for t in after.values())
     scale = trainer.scaler.get_scale() if trainer.scaler.is_enabled() else None
     return {"steps": steps, "loss": loss, "loss_after": loss_now(), "tensors_moved": moved,
-            "trainable_tensors": len(before), "weights_finite": finite, "fp16_tensors": cast, "grad_scale": scale}
+            "trainable_tensors": len(before), "weights_finite": finite, "grad_scale": scale,
+            "fp16_tensors": sum(p.dtype == torch.float16 for p in model.parameters())}
 
 
 def train_step_checks(ctx, rec, shape: dict, frames: int) -> None:
@@ -150,8 +150,7 @@ def train_step_checks(ctx, rec, shape: dict, frames: int) -> None:
         def fill(row, precision=precision):
             args = common.train_args(ctx.out / "scratch", precision, *common.clip_config_args(shape),
                                      "--max_frames", str(frames), "--max_words", "32")
-            torch.manual_seed(0)
-            base = common.build_model(args)
+            base = common.build_model(args)  # fp16-weights: cast by the factory (--clip_weights fp16)
             if precision == "fp32":
                 results["cpu"] = one_step(base, args, batch, "fp32", CPU)
             result = one_step(base, args, batch, precision, ctx.device)

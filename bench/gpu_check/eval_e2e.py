@@ -3,7 +3,8 @@
 1000 generated 10 s, 224 px, 3 fps clips (`clips.py`, made on all cores, cached in the out
 folder) are evaluated by `main_task_retrieval.main` (called in this process) with a random
 ViT-B/32, meanP, 12 frames a clip (uniform over the 30 frames: `--feature_framerate 3
---slice_framepos 2`) and DataLoader workers = CPU cores. Per configuration (batch size,
+--slice_framepos 2`) and DataLoader workers = CPU cores, with the entry point's default
+`--clip_weights auto` (fp16 CLIP weights for fp32 runs on a GPU, as published). Per configuration (batch size,
 precision) the same process also measures:
 
 * decoding alone: the evaluation's own video dataset through a DataLoader with the same
@@ -69,9 +70,11 @@ def run(ctx: common.Context, rec: SectionRecorder) -> None:
 
 def measure_run(ctx, rec, row: dict, argv: list[str], label: str) -> None:
     import main_task_retrieval
+    from engine.builders import model_spec_from_args
 
     output_dir = ctx.out / "eval_runs" / label.replace(" ", "_").replace(",", "")
     args = common.retrieval_args(output_dir, *argv)
+    row["clip weights"] = model_spec_from_args(args).clip_weights  # --clip_weights auto: fp16 on a GPU with fp32
     row["decode alone s"] = round(decode_alone(args, ctx.device), 2)
     start = time.perf_counter()
     main_task_retrieval.main(["--do_eval", "--output_dir", str(output_dir), *argv])

@@ -7,7 +7,7 @@ STEPS timed steps; samples/s, and the peak of torch.cuda.max_memory_allocated ov
 steps (weights, gradients, optimizer state and activations).
 
 * ViT-B/32 meanP (random weights), batch 128 x 12 frames, 224 px: fp32, bf16 autocast, and
-  fp16 CLIP weights as CLIP4Clip trains them (no autocast, no loss scaling).
+  fp16 CLIP weights as CLIP4Clip trains them (`--clip_weights fp16`: no autocast, no loss scaling).
 * InternVideo's ViT-L/14 encoder (`--clip_evl`, random weights), batch 16 x 8 frames, bf16
   autocast, with and without gradient checkpointing.
 """
@@ -64,11 +64,7 @@ def measure(ctx, row: dict, config: dict, warmup: int, steps: int) -> None:
     extra = config["extra"] if "--max_words" in config["extra"] else ["--max_words", str(MAX_WORDS), *config["extra"]]
     args = common.train_args(ctx.out / "scratch", config["precision"], *common.clip_config_args(config["fields"]),
                              "--max_frames", str(config["frames"]), *extra)
-    torch.manual_seed(0)
-    model = common.build_model(args)
-    if config["precision"] == "fp16-weights":
-        row["fp16 tensors"] = common.cast_clip_weights_to_fp16_locally(model.clip)
-    model.to(ctx.device)
+    model = common.build_model(args).to(ctx.device)  # fp16-weights: cast by the factory (--clip_weights fp16)
     trainer = common.trainer_for(model, args, ctx.device)
     batch = common.random_batch(config["batch"], config["frames"], config["fields"]["image_resolution"],
                                 args.max_words, device=ctx.device)
@@ -81,6 +77,7 @@ def measure(ctx, row: dict, config: dict, warmup: int, steps: int) -> None:
     seconds = time.perf_counter() - start
     row.update({"samples/s": round(config["batch"] * steps / seconds, 2), "s/step": round(seconds / steps, 3),
                 "peak MiB": common.peak_mib(ctx.device), "loss": loss,
-                "params M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)})
+                "params M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+                "fp16 tensors": sum(p.dtype == torch.float16 for p in model.parameters())})
     if not torch.isfinite(torch.tensor(loss)):
         raise FloatingPointError(f"non-finite training loss {loss}")
