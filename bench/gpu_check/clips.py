@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from dataloaders.synthetic import sample_spec
 
 from bench.bench_video import make_clip
+from synthetic.generate import sample_spec
 
 COMPLETE = "complete.json"
 

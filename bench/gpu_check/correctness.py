@@ -182,7 +182,7 @@ def step_checks(rec, precision: str, result: dict, results: dict) -> None:
 
 # ----------------------------------------------------------------------------- torchrun
 def tiny_synthetic_data(root: Path) -> Path:
-    from dataloaders.synthetic import SyntheticConfig, generate
+    from synthetic.generate import SyntheticConfig, generate
 
     if not (root / "synthetic_meta.json").is_file():
         generate(root, SyntheticConfig(seed=0, num_train=24, num_test=18), workers=1)
@@ -193,7 +193,7 @@ def torchrun_check(ctx, rec, row: dict) -> None:
     data = tiny_synthetic_data(ctx.out / "cache" / "tiny_synthetic")
     run_dir = ctx.out / "torchrun_run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    argv = ["--do_train", "--do_eval", "--datatype", "msrvtt", "--data_path", str(data / "MSRVTT_data.json"),
+    argv = ["--do_train", "--do_eval", "--datatype", "synthetic", "--data_path", str(data / "MSRVTT_data.json"),
             "--train_csv", str(data / "synthetic_train.csv"), "--val_csv", str(data / "synthetic_test.csv"),
             "--features_path", str(data / "videos"), "--feature_framerate", "8", "--max_frames", "8",
             "--max_words", "16", *common.clip_config_args(common.TINY), "--epochs", "1", "--batch_size", "8",
