@@ -150,6 +150,7 @@ def train_step_checks(ctx, rec, shape: dict, frames: int) -> None:
         def fill(row, precision=precision):
             args = common.train_args(ctx.out / "scratch", precision, *common.clip_config_args(shape),
                                      "--max_frames", str(frames), "--max_words", "32")
+            torch.manual_seed(0)  # a random CLIP draws from the global generator: the same weights in every precision
             base = common.build_model(args)  # fp16-weights: cast by the factory (--clip_weights fp16)
             if precision == "fp32":
                 results["cpu"] = one_step(base, args, batch, "fp32", CPU)
@@ -167,6 +168,9 @@ def step_checks(rec, precision: str, result: dict, results: dict) -> None:
               f"loss {result['loss']:.6g}")
     rec.check(f"{name}: the weights moved", result["tensors_moved"] > 0,
               f"{result['tensors_moved']} of {result['trainable_tensors']} trainable tensors changed")
+    if precision == "fp16-weights":
+        rec.check(f"{name}: CLIP's matrices are fp16", result["fp16_tensors"] > 0,
+                  f"{result['fp16_tensors']} fp16 tensors")
     if precision == "fp32":
         cpu = results["cpu"]
         err = abs(result["loss"] - cpu["loss"]) / abs(cpu["loss"])
