@@ -66,12 +66,13 @@ def build_spec(options: dict) -> dict:
     only fill what the checkpoint does not say."""
     spec = _entry_point_defaults()
     spec.update(SEARCH_DEFAULTS)
+    given = {k: v for k, v in options.items() if k in MODEL_KEYS and v is not None}
     init_model = options.get("init_model")
     if init_model and Path(init_model).is_dir():
-        spec.update(_checkpoint_args(Path(init_model)))
-    given = {k: v for k, v in options.items() if k in MODEL_KEYS and v is not None}
-    if init_model and Path(init_model).is_dir():
-        given = {k: v for k, v in given.items() if k not in _checkpoint_args(Path(init_model))}
+        saved = _checkpoint_args(Path(init_model))
+        saved.pop("init_model", None)  # what that run started from, not this checkpoint
+        spec.update(saved)
+        given = {k: v for k, v in given.items() if k not in saved}
     spec.update(given)
     if isinstance(spec.get("clip_config"), str):
         text = spec["clip_config"]
