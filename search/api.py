@@ -160,13 +160,17 @@ class SearchIndex:
         return ids[0]
 
     def _candidate_videos(self, query: np.ndarray, top: int, exact: bool) -> list[int]:
-        """The videos of the best windows, enough of them for ``top`` results (exactly re-scored after)."""
+        """The videos of the best windows, enough of them for ``top`` results (exactly re-scored
+        after). An approximate index that finds too few videos even when asked for every
+        window (IVF lists it did not probe) is backed up by exact search."""
         k = min(len(self), max(64, 4 * top))
         while True:
             ids = self._nearest(query, k, exact)
             videos = list(dict.fromkeys(int(v) for v in self.row_video[ids[ids >= 0]]))
-            if len(videos) >= top or k >= len(self):
-                return videos[: max(top, 1) * 2]
+            if len(videos) >= top or (k >= len(self) and exact):
+                return videos[: 2 * top]
+            if k >= len(self):
+                exact = True
             k = min(len(self), k * 4)
 
     def _ann_index(self):
@@ -181,9 +185,12 @@ class SearchIndex:
             return ann.AnnIndex.load(path)
         index = ann.AnnIndex.build(self.vectors)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         index.save(tmp)
         os.replace(tmp, path)
+        for old in path.parent.glob("generation-*.faiss"):  # built for states the index has left
+            if old != path:
+                old.unlink(missing_ok=True)
         return index
 
     def _video_result(self, video: _Video, query: np.ndarray, per_video: int, timeline: bool) -> dict:

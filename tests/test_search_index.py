@@ -195,3 +195,15 @@ def test_checkpoint_folder_rebuilds_the_trained_model(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[name], tensor), name
     assert fingerprint(spec) != fingerprint(trained)
+
+
+def test_exact_and_faiss_agree_on_small_data(built, monkeypatch):
+    from search import ann
+
+    if not hasattr(ann, "AnnIndex"):
+        pytest.skip("search.ann has no FAISS index yet (search-ann branch)")
+    index = open_index(built[0])
+    monkeypatch.setattr(ann, "EXACT_MAX_VECTORS", 0)  # FAISS for any size
+    for text in ("a red circle moves up", "a white cross"):
+        assert index.query(text, top=3, exact=False) == index.query(text, top=3, exact=True)
+    assert list((built[0] / "ann").glob("*.faiss"))  # the FAISS index is kept beside the shards
