@@ -74,6 +74,8 @@ def build_spec(options: dict) -> dict:
         spec.update(saved)
         given = {k: v for k, v in given.items() if k not in saved}
     spec.update(given)
+    if spec.get("clip_evl") and "max_words" not in given:
+        spec["max_words"] = 77  # InternVideo's text tower is used at its full context (as the entry point requires)
     if isinstance(spec.get("clip_config"), str):
         text = spec["clip_config"]
         spec["clip_config"] = json.loads(Path(text).read_text() if not text.lstrip().startswith("{") else text)
