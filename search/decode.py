@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dataloaders.video_reader import FrameSampling, VideoDecodeError, read_frames_uint8, sample_frame_indices, transform_clip
-from modules.state_dict_utils import sha256_of
+from modules.weights import sha256_of
 
 # A decoded run of a video holds at most this many frames before the transform (bounds the
 # memory of InternVideo's fixed-frame sampling, which decodes every frame of the run).
@@ -108,7 +108,7 @@ def probe_files(paths: list[str], threads: int) -> Iterator[dict]:
 
 def decode_rate(sampling: FrameSampling, info: VideoInfo) -> float:
     """Rate at which a run is decoded: the window's grid, or every frame for fixed-frame sampling."""
-    return info.fps if sampling.fixed_frames else sampling.feature_framerate
+    return info.fps if sampling.grid == "segments" else sampling.feature_framerate
 
 
 def split_runs(windows: list[tuple[float, float]], sampling: FrameSampling, info: VideoInfo,
@@ -134,7 +134,7 @@ def decode_run(path: str, windows: list[tuple[float, float]], info: VideoInfo,
     not decode is read on its own).
     """
     run_sampling = replace(sampling, max_frames=10**9, feature_framerate=decode_rate(sampling, info),
-                           slice_framepos=0, frame_order=0, fixed_frames=False)
+                           slice_framepos=0, frame_order=0, grid="framerate", fixed_frames=False)
     decoded, indices = read_frames_uint8(path, windows[0][0], windows[-1][1], run_sampling)
     position = {int(frame): i for i, frame in enumerate(indices)}
     extra: list[torch.Tensor] = []

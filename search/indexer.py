@@ -313,8 +313,9 @@ def encode_files(paths: list[str], spec: dict, plan: WindowPlan, opts: IndexOpti
     store = IndexStore(opts.index)
     try:
         model = load_model(spec, info.device)
+        grid = "segments" if spec["model"]["internvideo"] is not None else "framerate"  # as the entry point samples
         sampling = FrameSampling(max_frames=plan.max_frames, feature_framerate=plan.frame_rate,
-                                 image_resolution=model.image_resolution, fixed_frames=bool(spec.get("clip_evl")))
+                                 image_resolution=model.image_resolution, grid=grid)
         manifest = store.files()
         committer = Committer(store, opts.commit_windows, opts.commit_seconds)
         with tqdm(total=len(paths), unit="video", desc="indexing", disable=not (opts.progress and info.is_main),

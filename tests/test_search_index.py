@@ -175,22 +175,28 @@ def test_cli_query_json_and_status(built, capsys):
     assert "not a search index" in capsys.readouterr().err
 
 
-def test_checkpoint_folder_rebuilds_the_trained_model(tmp_path):
-    """--init_model FOLDER: the model comes from the folder's weights and meta.json args
-    (the args' own init_model, what that run started from, is not this checkpoint)."""
+@pytest.mark.parametrize("with_model_spec", [True, False])  # False: a folder saved before meta.json had model_spec
+def test_checkpoint_folder_rebuilds_the_trained_model(tmp_path, with_model_spec):
+    """--init_model FOLDER: the model comes from the folder's weights and meta.json, the inputs
+    (frames, words, frame rate) from the arguments it was trained with."""
     import torch
 
-    from modules.checkpoint import save_checkpoint
-    from search.models import fingerprint, load_model
+    from engine.run_folder import save_checkpoint
+    from modules.factory import ModelSpec
+    from search.models import _entry_point_defaults, fingerprint, load_model
 
     trained = build_spec(TINY_MODEL)
     model = load_model(trained).model
     with torch.no_grad():
         model.frame_position_embeddings.weight.add_(1.0)  # "training": differs from the seed's draw
-    folder = save_checkpoint(tmp_path / "run", model, epoch=1, step=1, args={**trained, "init_model": None},
-                             save_training_state=False)
+    args = {**_entry_point_defaults(), **TINY_MODEL, "clip_config": json.loads(TINY_MODEL["clip_config"]),
+            "max_words": 20, "feature_framerate": 4.0}
+    folder = save_checkpoint(tmp_path / "run", model, epoch=1, step=1, args=args, save_training_state=False,
+                             model_spec=ModelSpec.from_dict(trained["model"]) if with_model_spec else None)
     spec = build_spec({"init_model": str(folder)})
-    assert spec["init_model"] == str(folder.resolve()) and spec["sim_header"] == "seqTransf"
+    assert spec["model"]["init_model"] == str(folder.resolve())
+    assert spec["model"]["head"]["sim_header"] == "seqTransf"
+    assert (spec["max_frames"], spec["max_words"], spec["feature_framerate"]) == (4, 20, 4.0)
     rebuilt = load_model(spec).model
     for name, tensor in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[name], tensor), name

@@ -52,15 +52,15 @@ def test_interval_iou():
     assert interval_iou((0, 1), (2, 3)) == 0.0
 
 
-@pytest.mark.parametrize("fixed_frames", [False, True])
-def test_window_frames_equal_read_clip(tmp_path, fixed_frames):
+@pytest.mark.parametrize("grid", ["framerate", "segments"])
+def test_window_frames_equal_read_clip(tmp_path, grid):
     """A run decoded in one pass gives every window exactly the frames read_clip gives it."""
     path = write_coded(tmp_path / "coded.mp4", seconds=7.25)
     info = probe_video(path)
     assert (info.num_frames, info.fps) == (58, FPS)
     plan = WindowPlan.create(max_frames=4, window=2.0)
     sampling = FrameSampling(max_frames=4, feature_framerate=plan.frame_rate, image_resolution=32,
-                             fixed_frames=fixed_frames)
+                             grid=grid)
     windows = plan_windows(info.duration, plan)
     runs = split_runs(windows, sampling, info, max_windows=3)
     assert sum(len(r) for r in runs) == len(windows) == 7
@@ -71,7 +71,7 @@ def test_window_frames_equal_read_clip(tmp_path, fixed_frames):
             expected, expected_mask = read_clip(path, start, end, sampling)
             assert torch.equal(mask[w], expected_mask)
             assert torch.equal(video[w], expected)
-            if not fixed_frames:  # one frame every 0.5 s from the window's start
+            if grid == "framerate":  # one frame every 0.5 s from the window's start
                 codes = [read_code_normalized(video[w, t]) for t in range(int(mask[w].sum()))]
                 assert codes == [round(start * FPS) + 4 * t for t in range(len(codes))]
 
