@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search import ann
-from search.store import IndexError_, IndexStore
+from search.store import SearchIndexError, IndexStore
 from search.windows import merge_ranges, select_hits
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,10 @@ class SearchIndex:
 
                 spec = self.meta.get("model_spec")
                 if spec is None:
-                    raise IndexError_(f"{self.root}: the index records no model (was it ever built?)")
+                    raise SearchIndexError(f"{self.root}: the index records no model (was it ever built?)")
                 recorded, now = self.meta.get("model_fingerprint"), fingerprint(spec)
                 if recorded != now:
-                    raise IndexError_(f"{self.root}: the model files changed since the index was built "
+                    raise SearchIndexError(f"{self.root}: the model files changed since the index was built "
                                       f"(fingerprint {recorded}, now {now}); rebuild the index")
                 self._model = load_model(spec, self._device)
             return self._model
@@ -204,7 +204,7 @@ class SearchIndex:
                   "score": ranges[0]["score"], "ranges": ranges}
         if timeline:
             result["timeline"] = [{"start": float(s), "end": float(e), "score": float(c)}
-                                  for s, e, c in zip(starts, ends, scores)]
+                                  for s, e, c in zip(starts, ends, scores, strict=True)]
         return result
 
     # ------------------------------------------------------------------ files and status

@@ -9,7 +9,7 @@ import os
 import sys
 
 from search.models import MODEL_KEYS
-from search.store import IndexError_
+from search.store import SearchIndexError
 
 logger = logging.getLogger("search")
 
@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         retry_bad=args.retry_bad, progress=not args.no_progress)
     try:
         summary = run_index(options)
-    except (IndexError_, ValueError, FileNotFoundError) as err:  # SearchModelError is a ValueError
+    except (SearchIndexError, ValueError, FileNotFoundError) as err:  # SearchModelError is a ValueError
         print(f"search index: {err}", file=sys.stderr)
         return 2
     finally:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from search.store import IndexError_
+from search.store import SearchIndexError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         index = open_index(args.index, device=args.device)
         results = index.query(args.text, top=args.top, per_video=args.per_video, exact=args.exact,
                               timeline=args.timeline)
-    except (IndexError_, ValueError) as err:
+    except (SearchIndexError, ValueError) as err:
         print(f"search query: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from search.store import IndexError_
+from search.store import SearchIndexError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         status = open_index(args.index).status()
-    except IndexError_ as err:
+    except SearchIndexError as err:
         print(f"search status: {err}", file=sys.stderr)
         return 2
     print(json.dumps(status, ensure_ascii=False) if args.json else format_status(status))

@@ -38,7 +38,7 @@ from dataloaders.video_reader import FrameSampling
 from engine import distributed
 from search import decode
 from search.models import SearchModel, build_spec, describe, fingerprint, load_model
-from search.store import FileRecord, IndexError_, IndexStore
+from search.store import FileRecord, SearchIndexError, IndexStore
 from search.windows import WindowPlan, plan_windows
 
 logger = logging.getLogger(__name__)
@@ -172,12 +172,12 @@ def resolve_model_and_plan(store: IndexStore, opts: IndexOptions) -> tuple[dict,
     new_print = fingerprint(spec)
     old_print = store.get_meta("model_fingerprint") if store.files() else None  # an empty index takes any model
     if old_print is not None and old_print != new_print:
-        raise IndexError_(
+        raise SearchIndexError(
             f"{store.root} was built with another model:\n  index: {store.get_meta('model_description')} "
             f"(fingerprint {old_print})\n  this run: {describe(spec)} (fingerprint {new_print})\n"
             f"Vectors of different models cannot be compared: use a new --index folder for this model.")
     if old_print is not None and stored_plan is not None and stored_plan != plan.to_dict():
-        raise IndexError_(
+        raise SearchIndexError(
             f"{store.root} holds windows of {stored_plan['window']:g} s every {stored_plan['stride']:g} s "
             f"({stored_plan['max_frames']} frames); this run asks for {plan.window:g} s every {plan.stride:g} s "
             f"({plan.max_frames} frames). Use the same --window/--stride, or a new --index folder.")
@@ -196,7 +196,7 @@ def prepare(opts: IndexOptions) -> dict:
         work = plan_work(store, roots, opts.retry_bad)
         store.remove_unused_shards()
         return {"spec": spec, "plan": plan.to_dict(), "work": work, "error": None}
-    except (IndexError_, ValueError, FileNotFoundError) as err:
+    except (SearchIndexError, ValueError, FileNotFoundError) as err:
         return {"error": str(err)}
     finally:
         store.close()
@@ -359,7 +359,7 @@ def run_index(opts: IndexOptions) -> dict:
             stack.enter_context(lock_store.writer_lock())
         payload = _broadcast(prepare(opts) if info.is_main else None, info)
         if payload["error"]:
-            raise IndexError_(payload["error"])
+            raise SearchIndexError(payload["error"])
         work, plan = payload["work"], WindowPlan(**payload["plan"])
         mine = share_of(work.todo, work.sizes, info.rank, info.world_size)
         progress = encode_files(mine, payload["spec"], plan, opts, info)

@@ -55,11 +55,19 @@ CREATE INDEX IF NOT EXISTS windows_shard ON windows(shard_id);
 """
 
 
-class IndexError_(RuntimeError):
+_FILES_QUERY = "SELECT video_id, path, size, mtime_ns, sha256, status, error, duration, num_windows, indexed_at FROM files"
+
+
+def _dicts(cursor: sqlite3.Cursor) -> list[dict]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class SearchIndexError(RuntimeError):
     """An index folder that cannot be used as asked (the message says why)."""
 
 
-class IndexBusyError(IndexError_):
+class IndexBusyError(SearchIndexError):
     """Another indexing job holds the index."""
 
 
@@ -126,7 +134,7 @@ class IndexStore:
         self.db_path = self.root / DB_FILE
         if not self.db_path.is_file():
             if not create:
-                raise IndexError_(f"{self.root} is not a search index (no {DB_FILE}); build one with "
+                raise SearchIndexError(f"{self.root} is not a search index (no {DB_FILE}); build one with "
                                   f"`python -m search index DIR --index {self.root}`")
             (self.root / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.db_path)
@@ -139,7 +147,7 @@ class IndexStore:
     def _check_version(self) -> None:
         version = self.get_meta("format_version")
         if version is None or int(version) != FORMAT_VERSION:
-            raise IndexError_(f"{self.root}: index format {version}, this code reads {FORMAT_VERSION}")
+            raise SearchIndexError(f"{self.root}: index format {version}, this code reads {FORMAT_VERSION}")
 
     def close(self) -> None:
         self.conn.close()
@@ -174,10 +182,7 @@ class IndexStore:
     # ------------------------------------------------------------------ manifest
     def files(self) -> dict[str, dict]:
         """Every file in the manifest (done and bad), by path."""
-        cur = self.conn.execute("SELECT video_id, path, size, mtime_ns, sha256, status, error, duration, num_windows, "
-                                "indexed_at FROM files")
-        names = [d[0] for d in cur.description]
-        return {row[1]: dict(zip(names, row)) for row in cur.fetchall()}
+        return {row["path"]: row for row in _dicts(self.conn.execute(_FILES_QUERY))}
 
     def update_stat(self, path: str, size: int, mtime_ns: int) -> None:
         """A touched file whose content hash did not change: keep its windows."""
@@ -275,10 +280,7 @@ class IndexStore:
         with transaction(self.conn, "DEFERRED"):
             meta = {k: (json.loads(v) if k != "format_version" else v)
                     for k, v in self.conn.execute("SELECT key, value FROM meta")}
-            cur = self.conn.execute("SELECT video_id, path, size, mtime_ns, sha256, status, error, duration, "
-                                    "num_windows, indexed_at FROM files ORDER BY path")
-            names = [d[0] for d in cur.description]
-            files = [dict(zip(names, row)) for row in cur.fetchall()]
+            files = _dicts(self.conn.execute(_FILES_QUERY + " ORDER BY path"))
             windows = self.conn.execute(
                 "SELECT w.window_id, w.video_id, s.name, w.row, w.start_s, w.end_s FROM windows w "
                 "JOIN shards s ON s.shard_id = w.shard_id JOIN files f ON f.video_id = w.video_id "

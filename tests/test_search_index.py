@@ -12,7 +12,7 @@ import pytest
 
 from search.api import open_index
 from search.models import SearchModelError, build_spec
-from search.store import IndexError_
+from search.store import SearchIndexError
 from tests.search_helpers import TINY_MODEL, run_index, snapshot_rows, write_coded, write_segments
 
 # red 0-4 s, blue 4-8 s, red 8-12 s, green 12-14 s
@@ -135,9 +135,9 @@ def test_other_model_or_windows_refused(built, tmp_path, library):
     index = tmp_path / "idx"
     shutil.copytree(built[0], index)
     other = dict(TINY_MODEL, seed=7)
-    with pytest.raises(IndexError_, match="use a new --index folder"):
+    with pytest.raises(SearchIndexError, match="use a new --index folder"):
         run_index([library], index, model=other)
-    with pytest.raises(IndexError_, match="--window/--stride"):
+    with pytest.raises(SearchIndexError, match="--window/--stride"):
         run_index([library], index, window=3.0)
     # no model options: the index's own model is used
     assert run_index([library], index, model={})["unchanged_files"] == 3
