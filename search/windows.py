@@ -71,10 +71,14 @@ def plan_windows(duration: float, plan: WindowPlan) -> list[tuple[float, float]]
 # ----------------------------------------------------------------------------- ranges
 
 
-def select_hits(scores: np.ndarray, relative: float = 0.5) -> np.ndarray:
+def select_hits(scores: np.ndarray, relative: float = 0.25) -> np.ndarray:
     """Windows of one video that count as hits for a query: those scoring at least
-    ``best - relative * (best - median)``, i.e. in the upper part of the gap between the
-    video's typical window and its best one. A video with one window: that window."""
+    ``best - relative * (best - median)``, i.e. in the top quarter of the gap between the
+    video's typical window and its best one. A video with one window: that window.
+
+    On the long synthetic videos (seqTransf, 300 captions) ``relative=0.5`` merged up to four
+    half-overlapping windows around 1 s clips (IoU 0.4, 8 of 300 queries); at 0.25 every query
+    that found its video got a best range with IoU >= 0.5 (the value was chosen there)."""
     scores = np.asarray(scores, dtype=np.float64)
     best, typical = scores.max(), np.median(scores)
     return scores >= best - relative * (best - typical) - 1e-12
