@@ -164,6 +164,12 @@ player.addEventListener("timeupdate", () => {
   }
 });
 
+player.addEventListener("error", () => {
+  const code = player.error ? player.error.code : "?";
+  $("now-playing").textContent = `This browser cannot play ${$("now-playing").textContent.trim()} (media error ${code}: ` +
+    "its codec may be unsupported here; the file itself is served as indexed).";
+});
+
 // ---------------------------------------------------------------- start
 
 async function showStatus() {
