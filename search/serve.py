@@ -276,7 +276,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def serve(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> int:
+    """``python -m search serve`` (search/__main__.py calls add_arguments, then this)."""
     import uvicorn
 
     from search.api import open_index
@@ -285,15 +286,13 @@ def serve(args: argparse.Namespace) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("binding %s: anyone who can reach this address can search and watch the indexed videos", args.host)
     print(f"Serving {args.index} at http://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
-    uvicorn.run(create_app(index), host=args.host, port=args.port, log_level="warning")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m search.serve", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(parser.parse_args(argv))
+    # Ctrl-C should not wait for a player's open connection: 5 s of grace, then close.
+    uvicorn.run(create_app(index), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    _parser = argparse.ArgumentParser(prog="python -m search.serve", description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    raise SystemExit(main(_parser.parse_args()))
