@@ -92,7 +92,14 @@ function renderResults(results, title) {
   }
   showMessage(`${title}: ${results.length} video${results.length > 1 ? "s" : ""}.`);
   const bounds = scoreBounds(results);
+  if (results.some((v) => v.timeline)) $("message").append(legend(bounds));
   $("results").replaceChildren(...results.map((video) => videoCard(video, bounds)));
+}
+
+function legend([low, high]) {
+  const ramp = el("span", { class: "ramp" });
+  ramp.style.background = `linear-gradient(to right, ${heat(0)}, ${heat(0.5)}, ${heat(1)})`;
+  return el("span", { class: "legend" }, `window score ${low.toFixed(3)} `, ramp, ` ${high.toFixed(3)}`);
 }
 
 function videoCard(video, bounds) {
