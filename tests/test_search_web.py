@@ -1,7 +1,7 @@
 """The search page (``python -m search serve``): its HTTP API and, in a real Chromium, the page.
 
-A small real index is built once for the module with ``python -m search index`` (a tiny random
-CLIP over three generated H.264 videos). A random model's text scores mean nothing, so the
+A small real index is built once for the module with search-core's indexer (its tiny random
+seqTransf CLIP, tests/search_helpers.py) over three generated H.264 videos. A random model's text scores mean nothing, so the
 video a typed query must put first is the one the index itself ranks first
 (:meth:`SearchIndex.query`); "more like this" must put the clicked range's own video first
 (a window's embedding is nearest to itself).
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.engine_helpers import TINY_CLIP, free_port
+from tests.engine_helpers import free_port
+from tests.search_helpers import run_index
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "a white square slides across a coloured field"
@@ -63,13 +64,9 @@ def write_scene_videos(folder: Path) -> None:
 
 
 def build_index(videos: Path, index: Path) -> None:
-    code = f"from tests.test_search_web import write_scene_videos; from pathlib import Path; write_scene_videos(Path({str(videos)!r}))"
+    code = f"import pathlib, tests.test_search_web as t; t.write_scene_videos(pathlib.Path({str(videos)!r}))"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
-    cmd = [sys.executable, "-m", "search", "index", str(videos), "--index", str(index), "--clip_config",
-           json.dumps(TINY_CLIP), "--max_frames", "4", "--window", "4", "--stride", "2", "--workers", "0",
-           "--no_progress"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"indexing failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    run_index([videos], index, window=4.0, stride=2.0)  # search-core's tiny random seqTransf model
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +396,8 @@ def test_page_finds_plays_and_finds_more_like_it(server_url, browser, index):
     ranges = expected[0]["ranges"]
     choice = next((i for i, r in enumerate(ranges) if r["start"] > 0), 0)
     best = ranges[choice]
-    page.evaluate(f"() => {{ const v = {PLAYER}; v.addEventListener('playing', () => {{ window.playingAt = v.currentTime; }}, {{once: true}}); }}")
+    page.evaluate(f"() => {{ const v = {PLAYER}; "
+                  "v.addEventListener('playing', () => { window.playingAt = v.currentTime; }, {once: true}); }")
     first.locator(".range").nth(choice).click()
     page.wait_for_function("window.playingAt !== undefined", timeout=30000)
     assert page.evaluate("window.playingAt") == pytest.approx(best["start"], abs=0.25)
@@ -414,7 +412,8 @@ def test_page_finds_plays_and_finds_more_like_it(server_url, browser, index):
     page.wait_for_function("document.getElementById('message').textContent.startsWith('More like')")
     page.wait_for_selector("#results .video")
     similar = index.query_by_window(best["window_id"])
-    assert page.locator("#results .video").first.get_attribute("data-video-id") == expected[0]["video_id"] == similar[0]["video_id"]
+    shown_first = page.locator("#results .video").first.get_attribute("data-video-id")
+    assert shown_first == expected[0]["video_id"] == similar[0]["video_id"]
     assert errors == []
     page.close()
 

@@ -186,7 +186,8 @@ async function showStatus() {
     for (const key of ["files", "videos", "windows"]) {
       if (typeof status[key] === "number") parts.push(`${status[key]} ${key}`);
     }
-    $("index-status").textContent = parts.length ? `Index: ${parts.join(", ")}` : "";
+    const model = status.model && status.model.description ? ` · model: ${status.model.description}` : "";
+    $("index-status").textContent = parts.length ? `Index: ${parts.join(", ")}${model}` : "";
   } catch (err) {
     $("index-status").textContent = `Index status unavailable: ${err.message}`;
   }
