@@ -210,7 +210,12 @@ class SearchService:
     def poster(self, video_id: str, params: Mapping[str, str]) -> bytes:
         path = self.video_path(video_id)
         t = float_param(params, "t", 0.0, 1e7)
-        return self.posters.get(video_id, path, t)
+        from dataloaders.video_reader import VideoDecodeError
+
+        try:
+            return self.posters.get(video_id, path, t)
+        except VideoDecodeError as err:  # also t past the end: "no frame inside [start, end]"
+            raise HTTPException(422, f"cannot decode video {video_id!r} at t={t:g} s: {err.reason}") from None
 
 
 def _json_list(results: list[dict]) -> JSONResponse:

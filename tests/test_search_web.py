@@ -108,6 +108,15 @@ def test_search_returns_the_cli_json_objects(client, index):
     assert all("timeline" not in r for r in response.json())
 
 
+def test_search_json_is_what_the_cli_prints(client, index_dir, capsys):
+    from search.__main__ import main as search_cli
+
+    assert search_cli(["query", str(index_dir), QUERY, "--top", "2", "--per-video", "2", "--timeline", "--json"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    served = client.get("/api/search", params={"q": QUERY, "top": 2, "per_video": 2, "timeline": 1}).json()
+    assert served == printed and len(served) == 2
+
+
 def test_search_with_timeline_scores_every_window(client, index):
     results = client.get("/api/search", params={"q": QUERY, "timeline": "1"}).json()
     assert len(results) == len(VIDEOS)
@@ -248,6 +257,12 @@ def test_malformed_requests_get_400_with_a_message(client, index):
         assert response.status_code == 400, (url, response.text)
         message = response.json()["error"]
         assert message and "Traceback" not in message, url
+
+
+def test_a_poster_past_the_end_is_refused_with_the_reason(client, index):
+    video_id, _ = first_video(index)
+    response = client.get(f"/poster/{video_id}", params={"t": "999"})
+    assert response.status_code == 422 and "no frame inside" in response.json()["error"]
 
 
 def test_an_unexpected_failure_is_a_500_without_traceback(tmp_path):
