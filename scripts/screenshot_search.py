@@ -54,10 +54,17 @@ def screenshot(url: str, query: str, out: Path, chromium: str, width: int, heigh
         page.fill("#q", query)
         page.press("#q", "Enter")
         page.wait_for_selector("#results .video .range", timeout=120000)
-        page.wait_for_function("[...document.querySelectorAll('.range img')].every(i => i.complete && i.naturalWidth > 0)")
+        # Posters load lazily: wait for those on screen.
+        page.wait_for_function("[...document.querySelectorAll('.range img')]"
+                               ".filter(i => i.getBoundingClientRect().top < innerHeight)"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=120000)
         page.locator("#results .range").first.click()
+        # Show the middle of the range, paused (the page stops at the range's end anyway).
+        button = page.locator("#results .range").first
+        middle = (float(button.get_attribute("data-start")) + float(button.get_attribute("data-end"))) / 2
         page.wait_for_function("document.getElementById('player').readyState >= 2")
-        page.wait_for_timeout(500)  # a frame of the range on screen
+        page.evaluate(f"() => {{ const v = document.getElementById('player'); v.pause(); v.currentTime = {middle}; }}")
+        page.wait_for_function("!document.getElementById('player').seeking")
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out), full_page=False)
         browser.close()
