@@ -198,20 +198,19 @@ class SearchService:
 
     def video_path(self, video_id: str) -> Path:
         check_video_id(video_id)
-        with self._lock:
-            try:
-                path = Path(self.index.video_file(video_id))
-            except KeyError:
-                raise HTTPException(404, f"no video {video_id!r} in the index") from None
+        try:  # a lookup in the index's table, no model: a running query does not hold up playback
+            path = Path(self.index.video_file(video_id))
+        except KeyError:
+            raise HTTPException(404, f"no video {video_id!r} in the index") from None
         if not path.is_file():
             raise HTTPException(404, f"video {video_id!r} is in the index but its file is gone")
         return path
 
     def poster(self, video_id: str, params: Mapping[str, str]) -> bytes:
         path = self.video_path(video_id)
-        t = float_param(params, "t", 0.0, 1e7)
         from dataloaders.video_reader import VideoDecodeError
 
+        t = float_param(params, "t", 0.0, 1e7)
         try:
             return self.posters.get(video_id, path, t)
         except VideoDecodeError as err:  # also t past the end: "no frame inside [start, end]"
