@@ -365,14 +365,22 @@ def server_url(index_dir):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    chromium = find_chromium()
-    if chromium is None:
-        skip_loudly("no Chromium found (install it: apt-get install -y chromium, or set CHROMIUM=/path/to/chrome)")
+def chromium() -> str:
+    """Asked for before the server starts, so a missing browser skips at once."""
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         skip_loudly("the playwright package is not installed (pip install -r requirements-dev.txt)")
+    found = find_chromium()
+    if found is None:
+        skip_loudly("no Chromium found (install it: apt-get install -y chromium, or set CHROMIUM=/path/to/chrome)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         launched = pw.chromium.launch(executable_path=chromium, args=["--autoplay-policy=no-user-gesture-required"])
         try:
@@ -389,7 +397,7 @@ def js_number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def test_page_finds_plays_and_finds_more_like_it(server_url, browser, index):
+def test_page_finds_plays_and_finds_more_like_it(chromium, server_url, browser, index):
     expected = index.query(QUERY, top=10, per_video=3)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
@@ -433,7 +441,7 @@ def test_page_finds_plays_and_finds_more_like_it(server_url, browser, index):
     page.close()
 
 
-def test_page_shows_the_servers_message_for_a_bad_query(server_url, browser):
+def test_page_shows_the_servers_message_for_a_bad_query(chromium, server_url, browser):
     page = browser.new_page()
     page.goto(server_url + "/?q=" + "x" * 1001)
     page.wait_for_selector("#message.error")
