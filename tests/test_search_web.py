@@ -354,6 +354,9 @@ def server_url(index_dir):
                 if time.monotonic() > deadline:
                     pytest.fail("search serve did not answer within 180 s")
                 time.sleep(0.2)
+        # The first query builds the model: do it here, not inside the page's timeouts.
+        with urllib.request.urlopen(f"{url}/api/search?q=warm+up", timeout=300) as response:
+            assert response.status == 200
         yield url
     finally:
         process.send_signal(signal.SIGINT)
@@ -400,6 +403,7 @@ def js_number(x: float) -> str:
 def test_page_finds_plays_and_finds_more_like_it(chromium, server_url, browser, index):
     expected = index.query(QUERY, top=10, per_video=3)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(120000)  # generous for a loaded CI machine; each wait ends on an event
     errors = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     page.goto(server_url + "/")
@@ -422,11 +426,11 @@ def test_page_finds_plays_and_finds_more_like_it(chromium, server_url, browser, 
     page.evaluate(f"() => {{ const v = {PLAYER}; "
                   "v.addEventListener('playing', () => { window.playingAt = v.currentTime; }, {once: true}); }")
     first.locator(".range").nth(choice).click()
-    page.wait_for_function("window.playingAt !== undefined", timeout=30000)
+    page.wait_for_function("window.playingAt !== undefined")
     assert page.evaluate("window.playingAt") == pytest.approx(best["start"], abs=0.25)
     assert page.evaluate(f"{PLAYER}.src").endswith(
         f"/video/{expected[0]['video_id']}#t={js_number(best['start'])},{js_number(best['end'])}")
-    page.wait_for_function(f"{PLAYER}.paused && {PLAYER}.currentTime > {best['start'] + 0.1}", timeout=60000)
+    page.wait_for_function(f"{PLAYER}.paused && {PLAYER}.currentTime > {best['start'] + 0.1}")
     assert page.evaluate(f"{PLAYER}.currentTime") == pytest.approx(best["end"], abs=0.5)
     assert page.evaluate(f"{PLAYER}.error") is None
 
@@ -443,6 +447,7 @@ def test_page_finds_plays_and_finds_more_like_it(chromium, server_url, browser, 
 
 def test_page_shows_the_servers_message_for_a_bad_query(chromium, server_url, browser):
     page = browser.new_page()
+    page.set_default_timeout(120000)
     page.goto(server_url + "/?q=" + "x" * 1001)
     page.wait_for_selector("#message.error")
     assert "too long" in page.text_content("#message")
