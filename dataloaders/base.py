@@ -431,6 +431,24 @@ def require_string_id(value: Any, where: str, listed: Sequence[str], list_file: 
     )
 
 
+def captions_by_id(entries: Any, path: Path, where: str, keys: tuple[str, str], listed: Sequence[str],
+                   list_file: Path) -> dict[str, list[str]]:
+    """Captions per video id from a JSON list of entries (``keys`` = (id key, caption key)),
+    keeping only the ids ``listed`` in ``list_file``, in the JSON's order."""
+    if not isinstance(entries, list):
+        raise AnnotationError(f"{path}: expected a JSON list of annotations ({where.strip()})")
+    id_key, caption_key = keys
+    keep = set(listed)
+    out: dict[str, list[str]] = {}
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        video = require_string_id(get_key(entry, id_key, path, at), f"{path}: {at}", listed, list_file)
+        caption = get_key(entry, caption_key, path, at)
+        if video in keep:
+            out.setdefault(video, []).append(clean_caption(caption, path, at))
+    return out
+
+
 def get_key(obj: Any, key: str, path: Path, where: str) -> Any:
     """``obj[key]``, or an AnnotationError naming the file, the entry and the key."""
     if not isinstance(obj, dict):

@@ -28,17 +28,14 @@ import os
 from pathlib import Path
 
 from dataloaders.base import (
-    AnnotationError,
     RetrievalSplit,
     VideoGroup,
     VideoIndex,
+    captions_by_id,
     check_subset,
-    clean_caption,
     finalize_split,
-    get_key,
     load_json,
     read_id_list,
-    require_string_id,
     video_index,
     warn_uncaptioned,
 )
@@ -51,17 +48,7 @@ CLIP_END_S = 31.0
 def read_descriptions(path: Path, names: list[str], list_file: Path) -> dict[str, list[str]]:
     """Descriptions per video listed in ``list_file`` (``names``), in JSON order."""
     data = load_json(path, "DiDeMo annotation json")
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of annotations")
-    keep = set(names)
-    out: dict[str, list[str]] = {}
-    for i, entry in enumerate(data):
-        where = f"entry [{i}]"
-        video = require_string_id(get_key(entry, "video", path, where), f"{path}: {where}", names, list_file)
-        description = get_key(entry, "description", path, where)
-        if video in keep:
-            out.setdefault(video, []).append(clean_caption(description, path, where))
-    return out
+    return captions_by_id(data, path, "entry ", ("video", "description"), names, list_file)
 
 
 def find_video(index: VideoIndex, name: str) -> Path | None:

@@ -28,6 +28,7 @@ from dataloaders.base import (
     AnnotationError,
     RetrievalSplit,
     VideoGroup,
+    captions_by_id,
     check_subset,
     clean_caption,
     csv_text,
@@ -35,7 +36,6 @@ from dataloaders.base import (
     first_existing,
     get_key,
     load_json,
-    require_string_id,
     warn_uncaptioned,
 )
 from dataloaders.options import DataOptions, require_path
@@ -68,17 +68,7 @@ def read_train_sentences(json_path: Path, keep: list[str], csv_path: Path) -> di
     """Captions per video id (only ids in ``keep``, read from ``csv_path``), in the JSON's order."""
     data = load_json(json_path, "MSR-VTT annotation json (--data_path)")
     sentences = get_key(data, "sentences", json_path, "top level")
-    if not isinstance(sentences, list):
-        raise AnnotationError(f"{json_path}: 'sentences' should be a list")
-    wanted = set(keep)
-    out: dict[str, list[str]] = {}
-    for i, item in enumerate(sentences):
-        where = f"sentences[{i}]"
-        vid = require_string_id(get_key(item, "video_id", json_path, where), f"{json_path}: {where}", keep, csv_path)
-        caption = get_key(item, "caption", json_path, where)
-        if vid in wanted:
-            out.setdefault(vid, []).append(clean_caption(caption, json_path, where))
-    return out
+    return captions_by_id(sentences, json_path, "sentences", ("video_id", "caption"), keep, csv_path)
 
 
 def load_train(options: DataOptions) -> tuple[list[VideoGroup], str, Path]:
