@@ -27,19 +27,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dataloaders.base import (
-    AnnotationError,
-    RetrievalSplit,
-    VideoGroup,
-    check_subset,
-    clean_caption,
-    finalize_split,
-    get_key,
-    load_json,
-    require_string_id,
-    video_index,
-    warn_uncaptioned,
-)
+from dataloaders import base
+from dataloaders.base import AnnotationError, RetrievalSplit, VideoGroup
 from dataloaders.options import DataOptions, require_path
 
 ID_FILES = {"train": "train_ids.json", "val": "val_ids.json", "test": "val_ids.json"}
@@ -49,20 +38,20 @@ PREFIX = "v_"
 
 def read_ids(path: Path, captioned: list[str], cap_path: Path) -> list[str]:
     """The JSON list of ids; each a string, like the keys (``captioned``) of ``cap_path``."""
-    data = load_json(path, "ActivityNet id list")
+    data = base.load_json(path, "ActivityNet id list")
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of video ids (strings)")
-    return list(dict.fromkeys(require_string_id(v, f"{path}: [{i}]", captioned, cap_path) for i, v in enumerate(data)))
+    return list(dict.fromkeys(base.require_string_id(v, f"{path}: [{i}]", captioned, cap_path) for i, v in enumerate(data)))
 
 
 def paragraph(entry: Any, path: Path, vid: str) -> str:
-    sentences = get_key(entry, "sentences", path, f"key '{vid}'")
+    sentences = base.get_key(entry, "sentences", path, f"key '{vid}'")
     if not isinstance(sentences, list):
         raise AnnotationError(f"{path}: key '{vid}': 'sentences' should be a list")
     parts = [s.strip() for s in sentences if isinstance(s, str)]
     if len(parts) != len(sentences):
         raise AnnotationError(f"{path}: key '{vid}': every sentence should be a string")
-    return clean_caption(" ".join(p for p in parts if p), path, f"key '{vid}'")
+    return base.clean_caption(" ".join(p for p in parts if p), path, f"key '{vid}'")
 
 
 def window(entry: Any, path: Path, vid: str) -> tuple[float | None, float | None]:
@@ -80,21 +69,21 @@ def bare_id(pseudo_id: str) -> str:
 
 
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
-    check_subset(subset)
+    base.check_subset(subset)
     root = require_path(options.data_path, "--data_path")
     cap_path = root / CAPTION_FILES[subset]
-    data = load_json(cap_path, "ActivityNet captions")
+    data = base.load_json(cap_path, "ActivityNet captions")
     if not isinstance(data, dict):
         raise AnnotationError(f"{cap_path}: expected a JSON object id -> annotation")
     ids_path = root / ID_FILES[subset]
     ids = read_ids(ids_path, list(data), cap_path)
-    warn_uncaptioned(f"activity {subset}", [v for v in ids if v not in data], cap_path)
+    base.warn_uncaptioned(f"activity {subset}", [v for v in ids if v not in data], cap_path)
     features = require_path(options.features_path, "--features_path")
-    index = video_index(features)
+    index = base.video_index(features)
     groups = [
         VideoGroup(v, index.find(v, bare_id(v)), [paragraph(data[v], cap_path, v)], *window(data[v], cap_path, v))
         for v in ids
         if v in data
     ]
-    return finalize_split(f"activity {subset}", groups, root=features, source=ids_path,
+    return base.finalize_split(f"activity {subset}", groups, root=features, source=ids_path,
                           allow_missing=options.allow_missing_videos, searched=f"{features} (walked, stem v_<id> or <id>)")

@@ -27,18 +27,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dataloaders.base import (
-    RetrievalSplit,
-    VideoGroup,
-    VideoIndex,
-    captions_by_id,
-    check_subset,
-    finalize_split,
-    load_json,
-    read_id_list,
-    video_index,
-    warn_uncaptioned,
-)
+from dataloaders import base
+from dataloaders.base import RetrievalSplit, VideoGroup, VideoIndex
 from dataloaders.options import DataOptions, require_path
 
 CLIP_START_S = 0.0
@@ -47,8 +37,8 @@ CLIP_END_S = 31.0
 
 def read_descriptions(path: Path, names: list[str], list_file: Path) -> dict[str, list[str]]:
     """Descriptions per video listed in ``list_file`` (``names``), in JSON order."""
-    data = load_json(path, "DiDeMo annotation json")
-    return captions_by_id(data, path, "entry ", ("video", "description"), names, list_file)
+    data = base.load_json(path, "DiDeMo annotation json")
+    return base.captions_by_id(data, path, "entry ", ("video", "description"), names, list_file)
 
 
 def find_video(index: VideoIndex, name: str) -> Path | None:
@@ -62,19 +52,19 @@ def find_video(index: VideoIndex, name: str) -> Path | None:
 
 
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
-    check_subset(subset)
+    base.check_subset(subset)
     root = require_path(options.data_path, "--data_path")
     list_file = root / f"{subset}_list.txt"
-    names = read_id_list(list_file, f"DiDeMo {subset} list")
+    names = base.read_id_list(list_file, f"DiDeMo {subset} list")
     json_path = root / f"{subset}_data.json"
     descriptions = read_descriptions(json_path, names, list_file)
-    warn_uncaptioned(f"didemo {subset}", [n for n in names if n not in descriptions], json_path)
+    base.warn_uncaptioned(f"didemo {subset}", [n for n in names if n not in descriptions], json_path)
     features = require_path(options.features_path, "--features_path")
-    index = video_index(features)
+    index = base.video_index(features)
     groups = [
         VideoGroup(n, find_video(index, n), [" ".join(descriptions[n])], CLIP_START_S, CLIP_END_S)
         for n in names
         if n in descriptions
     ]
-    return finalize_split(f"didemo {subset}", groups, root=features, source=list_file,
+    return base.finalize_split(f"didemo {subset}", groups, root=features, source=list_file,
                           allow_missing=options.allow_missing_videos, searched=f"{features} (walked, by file name or stem)")

@@ -29,16 +29,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataloaders.base import (
-    AnnotationError,
-    RetrievalSplit,
-    VideoGroup,
-    check_subset,
-    clean_caption,
-    finalize_split,
-    text_lines,
-    video_index,
-)
+from dataloaders import base
+from dataloaders.base import AnnotationError, RetrievalSplit, VideoGroup
 from dataloaders.options import DataOptions, require_path
 
 FILES = {
@@ -54,7 +46,7 @@ INTERNVIDEO_DROPPED_TRAIN_RANGE = (58200, 58300)
 def read_annotations(path: Path) -> list[tuple[str, str]]:
     """(clip id, sentence) per line, in file order."""
     pairs = []
-    for line_no, line in enumerate(text_lines(path, "LSMDC annotation file"), start=1):
+    for line_no, line in enumerate(base.text_lines(path, "LSMDC annotation file"), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -63,12 +55,12 @@ def read_annotations(path: Path) -> list[tuple[str, str]]:
         clip_id = fields[0].strip()
         if not clip_id:
             raise AnnotationError(f"{path}: line {line_no}: empty clip id")
-        pairs.append((clip_id, clean_caption(fields[-1], path, f"line {line_no}")))
+        pairs.append((clip_id, base.clean_caption(fields[-1], path, f"line {line_no}")))
     return pairs
 
 
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
-    check_subset(subset)
+    base.check_subset(subset)
     path = require_path(options.data_path, "--data_path") / FILES[subset]
     captions: dict[str, list[str]] = {}
     for clip_id, sentence in read_annotations(path):
@@ -78,7 +70,7 @@ def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
         lo, hi = INTERNVIDEO_DROPPED_TRAIN_RANGE
         clip_ids = clip_ids[:lo] + clip_ids[hi:]
     features = require_path(options.features_path, "--features_path")
-    index = video_index(features)
+    index = base.video_index(features)
     groups = [VideoGroup(c, index.find(c), captions[c]) for c in clip_ids]
-    return finalize_split(f"lsmdc {subset}", groups, root=features, source=path,
+    return base.finalize_split(f"lsmdc {subset}", groups, root=features, source=path,
                           allow_missing=options.allow_missing_videos, searched=f"{features} (walked, by file stem)")

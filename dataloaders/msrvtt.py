@@ -24,20 +24,8 @@ import csv
 import logging
 from pathlib import Path
 
-from dataloaders.base import (
-    AnnotationError,
-    RetrievalSplit,
-    VideoGroup,
-    captions_by_id,
-    check_subset,
-    clean_caption,
-    csv_text,
-    finalize_split,
-    first_existing,
-    get_key,
-    load_json,
-    warn_uncaptioned,
-)
+from dataloaders import base
+from dataloaders.base import AnnotationError, RetrievalSplit, VideoGroup
 from dataloaders.options import DataOptions, require_path
 
 logger = logging.getLogger(__name__)
@@ -45,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def read_csv_columns(path: Path, columns: tuple[str, ...], what: str) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) of a csv with a header, keeping ``columns``; errors name the file and line."""
-    reader = csv.DictReader(csv_text(path, what))
+    reader = csv.DictReader(base.csv_text(path, what))
     header = reader.fieldnames or []
     absent = [c for c in columns if c not in header]
     if absent:
@@ -61,14 +49,14 @@ def read_csv_columns(path: Path, columns: tuple[str, ...], what: str) -> list[tu
 
 
 def video_path(features_path: Path, video_id: str) -> Path | None:
-    return first_existing(features_path / f"{video_id}.mp4", features_path / f"{video_id}.webm")
+    return base.first_existing(features_path / f"{video_id}.mp4", features_path / f"{video_id}.webm")
 
 
 def read_train_sentences(json_path: Path, keep: list[str], csv_path: Path) -> dict[str, list[str]]:
     """Captions per video id (only ids in ``keep``, read from ``csv_path``), in the JSON's order."""
-    data = load_json(json_path, "MSR-VTT annotation json (--data_path)")
-    sentences = get_key(data, "sentences", json_path, "top level")
-    return captions_by_id(sentences, json_path, "sentences", ("video_id", "caption"), keep, csv_path)
+    data = base.load_json(json_path, "MSR-VTT annotation json (--data_path)")
+    sentences = base.get_key(data, "sentences", json_path, "top level")
+    return base.captions_by_id(sentences, json_path, "sentences", ("video_id", "caption"), keep, csv_path)
 
 
 def load_train(options: DataOptions) -> tuple[list[VideoGroup], str, Path]:
@@ -79,7 +67,7 @@ def load_train(options: DataOptions) -> tuple[list[VideoGroup], str, Path]:
     if json_path.is_dir():  # accept the folder holding MSRVTT_data.json too
         json_path = json_path / "MSRVTT_data.json"
     captions = read_train_sentences(json_path, ids, csv_path)
-    warn_uncaptioned("msrvtt train", [v for v in ids if v not in captions], json_path)
+    base.warn_uncaptioned("msrvtt train", [v for v in ids if v not in captions], json_path)
     groups = [VideoGroup(v, video_path(features, v), captions[v]) for v in ids if v in captions]
     unit = "caption" if options.expand_msrvtt_sentences else "video"
     return groups, unit, csv_path
@@ -91,13 +79,13 @@ def load_eval(options: DataOptions) -> tuple[list[VideoGroup], Path]:
     rows = read_csv_columns(csv_path, ("video_id", "sentence"), "MSR-VTT test csv (--val_csv)")
     captions: dict[str, list[str]] = {}
     for line, row in rows:
-        captions.setdefault(row["video_id"], []).append(clean_caption(row["sentence"], csv_path, f"line {line}"))
+        captions.setdefault(row["video_id"], []).append(base.clean_caption(row["sentence"], csv_path, f"line {line}"))
     return [VideoGroup(v, video_path(features, v), caps) for v, caps in captions.items()], csv_path
 
 
 def load_split(options: DataOptions, subset: str, name: str = "msrvtt") -> RetrievalSplit:
     """``name`` labels the split in messages (the synthetic benchmark reuses this loader)."""
-    check_subset(subset)
+    base.check_subset(subset)
     unit = "caption"
     if subset == "train":
         groups, unit, source = load_train(options)
@@ -105,5 +93,5 @@ def load_split(options: DataOptions, subset: str, name: str = "msrvtt") -> Retri
         groups, source = load_eval(options)
     features = require_path(options.features_path, "--features_path")
     searched = f"{features} (<video_id>.mp4 or .webm)"
-    return finalize_split(f"{name} {subset}", groups, root=features, source=source,
+    return base.finalize_split(f"{name} {subset}", groups, root=features, source=source,
                           allow_missing=options.allow_missing_videos, searched=searched, sample_unit=unit)

@@ -19,19 +19,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from dataloaders.base import (
-    AnnotationError,
-    RetrievalSplit,
-    VideoGroup,
-    check_subset,
-    clean_caption,
-    finalize_split,
-    read_id_list,
-    require_file,
-    require_string_id,
-    video_index,
-    warn_uncaptioned,
-)
+from dataloaders import base
+from dataloaders.base import AnnotationError, RetrievalSplit, VideoGroup
 from dataloaders.options import DataOptions, require_path
 from dataloaders.plain_pickle import RefusedPickleError, load_plain_pickle
 
@@ -41,7 +30,7 @@ CAPTION_FILE = "raw-captions.pkl"
 def read_raw_captions(path: Path, ids: list[str], list_file: Path) -> dict[str, Any]:
     """The pickle's dict video id -> captions, read as plain data only (:mod:`dataloaders.plain_pickle`:
     a crafted file cannot run code); its keys must be strings like the ids of ``list_file``."""
-    require_file(path, "MSVD captions")
+    base.require_file(path, "MSVD captions")
     try:
         with open(path, "rb") as f:
             data = load_plain_pickle(f)
@@ -52,7 +41,7 @@ def read_raw_captions(path: Path, ids: list[str], list_file: Path) -> dict[str, 
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a dict video_id -> captions, got {type(data).__name__}")
     for key in data:
-        require_string_id(key, f"{path}: key {key!r}", ids, list_file)
+        base.require_string_id(key, f"{path}: key {key!r}", ids, list_file)
     return data
 
 
@@ -62,7 +51,7 @@ def join_caption(cap: Any, path: Path, where: str) -> str:
         if not all(isinstance(w, str) for w in cap):
             raise AnnotationError(f"{path}: {where}: caption words should be strings")
         cap = " ".join(cap)
-    return clean_caption(cap, path, where)
+    return base.clean_caption(cap, path, where)
 
 
 def captions_of(data: dict[str, Any], vid: str, path: Path) -> list[str]:
@@ -73,15 +62,15 @@ def captions_of(data: dict[str, Any], vid: str, path: Path) -> list[str]:
 
 
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
-    check_subset(subset)
+    base.check_subset(subset)
     root = require_path(options.data_path, "--data_path")
     list_file = root / f"{subset}_list.txt"
-    ids = read_id_list(list_file, f"MSVD {subset} list")
+    ids = base.read_id_list(list_file, f"MSVD {subset} list")
     cap_path = root / CAPTION_FILE
     data = read_raw_captions(cap_path, ids, list_file)
-    warn_uncaptioned(f"msvd {subset}", [v for v in ids if v not in data], cap_path)
+    base.warn_uncaptioned(f"msvd {subset}", [v for v in ids if v not in data], cap_path)
     features = require_path(options.features_path, "--features_path")
-    index = video_index(features)
+    index = base.video_index(features)
     groups = [VideoGroup(v, index.find(v), captions_of(data, v, cap_path)) for v in ids if v in data]
-    return finalize_split(f"msvd {subset}", groups, root=features, source=list_file,
+    return base.finalize_split(f"msvd {subset}", groups, root=features, source=list_file,
                           allow_missing=options.allow_missing_videos, searched=f"{features} (walked, by file stem)")

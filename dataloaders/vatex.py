@@ -27,19 +27,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from dataloaders.base import (
-    AnnotationError,
-    RetrievalSplit,
-    VideoGroup,
-    check_subset,
-    clean_caption,
-    finalize_split,
-    get_key,
-    load_json,
-    read_id_list,
-    require_string_id,
-    warn_uncaptioned,
-)
+from dataloaders import base
+from dataloaders.base import AnnotationError, RetrievalSplit, VideoGroup
 from dataloaders.options import DataOptions, require_path
 
 logger = logging.getLogger(__name__)
@@ -76,35 +65,35 @@ def entry_path(entry: dict, features: Path, vid: str) -> Path:
 
 def read_entries(path: Path, ids: list[str], ids_path: Path, features: Path) -> dict[str, VideoGroup]:
     """The entries of the videos listed in ``ids_path`` (``ids``), by id."""
-    data = load_json(path, "VATEX annotation json")
+    data = base.load_json(path, "VATEX annotation json")
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of entries")
     keep = set(ids)
     out: dict[str, VideoGroup] = {}
     for i, entry in enumerate(data):
         where = f"entry [{i}]"
-        vid = require_string_id(get_key(entry, "videoID", path, where), f"{path}: {where}", ids, ids_path)
+        vid = base.require_string_id(base.get_key(entry, "videoID", path, where), f"{path}: {where}", ids, ids_path)
         if vid not in keep:
             continue
-        caps = get_key(entry, "enCap", path, where)
+        caps = base.get_key(entry, "enCap", path, where)
         if not isinstance(caps, list) or not caps:
             raise AnnotationError(f"{path}: {where} ('{vid}'): 'enCap' should be a non-empty list")
-        captions = [clean_caption(c, path, f"{where} ('{vid}') enCap[{j}]") for j, c in enumerate(caps)]
+        captions = [base.clean_caption(c, path, f"{where} ('{vid}') enCap[{j}]") for j, c in enumerate(caps)]
         out[vid] = VideoGroup(vid, entry_path(entry, features, vid), captions)
     return out
 
 
 def load_split(options: DataOptions, subset: str) -> RetrievalSplit:
-    check_subset(subset)
+    base.check_subset(subset)
     root = require_path(options.data_path, "--data_path")
     ids_path = list_file(root, subset)
-    ids = read_id_list(ids_path, f"VATEX {subset} list")
+    ids = base.read_id_list(ids_path, f"VATEX {subset} list")
     json_path = pick_file(root, TRAIN_JSON if subset == "train" else VALIDATION_JSON)
     features = require_path(options.features_path, "--features_path")
     entries = read_entries(json_path, ids, ids_path, features)
-    warn_uncaptioned(f"vatex {subset}", [v for v in ids if v not in entries], json_path)
+    base.warn_uncaptioned(f"vatex {subset}", [v for v in ids if v not in entries], json_path)
     groups = [entries[v] for v in ids if v in entries]
     # The JSON gives both the ids and the 'path' fields: it is the file a refused path is in.
-    return finalize_split(f"vatex {subset}", groups, root=features, source=json_path,
+    return base.finalize_split(f"vatex {subset}", groups, root=features, source=json_path,
                           allow_missing=options.allow_missing_videos,
                           searched=f"the JSON 'path' fields or {features}/<videoID>.mp4")
