@@ -3,8 +3,14 @@
 Each case parses a command line with the entry script's parser, builds the model as a run
 does and scores 3 captions against 3 videos drawn from fixed seeds. The expected values were
 recorded before the model factory was written (issue 9): a refactor of how models are built
-or how weights are read must leave every bit of them unchanged. One CPU thread, so the
-reductions run in the same order on every machine with the same kernels.
+or how weights are read must leave them unchanged.
+
+Unchanged means equal up to float32 rounding, not bit for bit. One CPU thread fixes the order
+of the reductions, but the matmul kernels are chosen by the CPU (AVX2 or AVX-512/AMX): on a
+Sapphire Rapids runner every case differed from the recording by at most 3.1e-6 (values up to
+4), and forcing AVX2 did not change that. The smallest real change we tried, LayerNorm's eps
+from 1e-5 to 1e-6, moves the outputs by 3.3e-2, so an absolute tolerance of 2e-5 tells a
+changed model from another CPU with four orders of magnitude to spare.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ CASES = {
     "evl": ("--clip_evl --max_words 77", False),
     "evl_finetuned": ("--clip_evl --max_words 77", True),
 }
+
+# Largest difference that float32 kernels of another CPU may make (see the module docstring).
+CPU_ROUNDING = 2e-5
 
 EXPECTED = {  # recorded on commit cd5a3a3, before the model factory
     'evl': [
@@ -138,4 +147,5 @@ def test_similarity_is_pinned(tmp_path, one_thread, name):
     sim = similarity_of_case(tmp_path, name)
     expected = torch.tensor(EXPECTED[name], dtype=torch.float32)
     assert sim.dtype == torch.float32 and sim.shape == (3, 3)
-    assert torch.equal(sim, expected), f"{name}: outputs changed:\n{sim.tolist()}\nexpected\n{expected.tolist()}"
+    gap = float((sim - expected).abs().max())
+    assert gap <= CPU_ROUNDING, f"{name}: outputs changed by {gap:.2e}:\n{sim.tolist()}\nexpected\n{expected.tolist()}"
