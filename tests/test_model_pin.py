@@ -147,5 +147,5 @@ def test_similarity_is_pinned(tmp_path, one_thread, name):
     sim = similarity_of_case(tmp_path, name)
     expected = torch.tensor(EXPECTED[name], dtype=torch.float32)
     assert sim.dtype == torch.float32 and sim.shape == (3, 3)
-    gap = float((sim - expected).abs().max())
-    assert gap <= CPU_ROUNDING, f"{name}: outputs changed by {gap:.2e}:\n{sim.tolist()}\nexpected\n{expected.tolist()}"
+    torch.testing.assert_close(sim, expected, atol=CPU_ROUNDING, rtol=0, msg=lambda report: (
+        f"{name}: outputs changed. {report}\n{sim.tolist()}\nexpected\n{expected.tolist()}"))
